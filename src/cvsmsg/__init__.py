@@ -1,0 +1,3 @@
+"""cvsmsg: presence-gated CVS notifications over XMPP."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from cvsmsg.cli import main
+
+sys.exit(main())

@@ -1,0 +1,122 @@
+"""Orchestration of one `notify` run: recipients → session → decide → send → confirm."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from cvsmsg.config import Config
+from cvsmsg.cvs import normalize_recipient
+from cvsmsg.errors import DeadlineError, RecipientError
+from cvsmsg.message import Part, split_message
+from cvsmsg.policy import decide
+from cvsmsg.status import ExitStatus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened for one recipient, as the CLI reports it."""
+
+    recipient: str
+    delivered: bool
+    reason: str
+    failed: bool = False  # invalid address or rejected by the server
+
+
+@dataclass(frozen=True)
+class Report:
+    outcomes: list[Outcome]
+
+    @property
+    def status(self) -> ExitStatus:
+        """Failures outrank withholding; 0 only when everyone got it."""
+        if any(o.failed for o in self.outcomes):
+            return ExitStatus.RECIPIENT
+        if any(not o.delivered for o in self.outcomes):
+            return ExitStatus.WITHHELD
+        return ExitStatus.OK
+
+
+def resolve_recipients(
+    values: list[str], default_domain: str | None
+) -> tuple[list[str], list[Outcome]]:
+    """Valid bare JIDs (deduplicated, in order) and an Outcome for each invalid value."""
+    valid: list[str] = []
+    invalid: list[Outcome] = []
+    for value in values:
+        try:
+            jid = normalize_recipient(value, default_domain)
+        except RecipientError as exc:
+            invalid.append(Outcome(value.strip(), False, str(exc), failed=True))
+            continue
+        if jid not in valid:
+            valid.append(jid)
+    return valid, invalid
+
+
+async def _deliver(
+    cfg: Config, recipients: list[str], parts: list[Part], session_box: list[object]
+) -> list[Outcome]:
+    from cvsmsg.xmpp import XmppSession  # slixmpp is heavy: only once we really connect
+
+    session = XmppSession(cfg)
+    session_box.append(session)
+    outcomes: list[Outcome] = []
+    try:
+        await session.open()
+        views = await session.presence_of(recipients)
+        decisions = {jid: decide(views[jid], cfg.withhold_show) for jid in recipients}
+        to_send = [jid for jid in recipients if decisions[jid].deliver]
+        for jid in recipients:
+            if decisions[jid].deliver:
+                continue
+            reason = decisions[jid].reason
+            if not views[jid].visible and session.ask_presence(jid):
+                reason += f"; asked {jid} to share presence"
+            outcomes.append(Outcome(jid, False, reason))
+        session.phase = "sending"
+        for jid in to_send:
+            for part in parts:
+                session.send(jid, part.subject, part.body, cfg.message_type)
+        await session.confirm()
+        bounced = {b.recipient: b for b in session.bounces}
+        for jid in to_send:
+            if jid in bounced:
+                b = bounced[jid]
+                text = f": {b.text}" if b.text else ""
+                outcomes.append(Outcome(jid, False, f"rejected by the server ({b.condition}{text})",
+                                        failed=True))
+            else:
+                outcomes.append(Outcome(jid, True, decisions[jid].reason))
+        await session.close()
+    except BaseException:
+        session.abort()
+        raise
+    order = {jid: i for i, jid in enumerate(recipients)}
+    return sorted(outcomes, key=lambda o: order.get(o.recipient, 0))
+
+
+async def notify_async(cfg: Config, recipient_values: list[str], subject: str, text: str) -> Report:
+    """Deliver `text` to each recipient who is available and not withheld; bounded by cfg.timeout."""
+    recipients, invalid = resolve_recipients(recipient_values, cfg.default_domain)
+    for o in invalid:
+        log.error("%s", o.reason)
+    if not recipients:
+        raise RecipientError(invalid[0].reason if invalid else "no recipient given")
+    parts = split_message(subject, text, cfg.max_stanza_bytes, cfg.max_parts)
+    box: list[object] = []
+    try:
+        async with asyncio.timeout(cfg.timeout):
+            delivered = await _deliver(cfg, recipients, parts, box)
+    except TimeoutError:
+        phase = getattr(box[0], "phase", "starting") if box else "starting"
+        raise DeadlineError(f"timed out after {cfg.timeout:g} s while {phase}") from None
+    return Report(invalid + delivered)
+
+
+def notify(cfg: Config, recipient_values: list[str], subject: str, text: str) -> Report:
+    """Synchronous entry point for the CLI."""
+    return asyncio.run(notify_async(cfg, recipient_values, subject, text))

@@ -1,0 +1,195 @@
+"""Command line: parse, configure logging, call the app, map the result to an exit code.
+
+Never imports slixmpp at module level: `cvsmsg --help` must stay fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+import click
+
+from cvsmsg import __version__
+from cvsmsg.errors import CvsmsgError, UsageError
+from cvsmsg.status import ExitStatus
+
+log = logging.getLogger("cvsmsg")
+
+# Far above any CVS notification; keeps a runaway pipe from eating memory.
+MAX_INPUT_BYTES = 32 * 1024 * 1024
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0   delivered to every recipient
+  2   usage error (bad option, unreadable --file, empty or binary message)
+  3   configuration error (missing/invalid config, unreadable password)
+  4   authentication failed
+  5   could not connect, or TLS failure
+  6   timed out
+  7   recipient invalid, or the server rejected the message
+  10  withheld from at least one recipient (offline or dnd), nothing failed
+"""
+
+
+def _setup_logging(quiet: bool, verbose: int, debug: bool, secrets: list[str]) -> None:
+    from cvsmsg.redact import RedactingFilter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("cvsmsg: %(message)s"))
+    handler.addFilter(RedactingFilter(secrets))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    if debug:
+        root.setLevel(logging.DEBUG)
+        handler.setFormatter(logging.Formatter("cvsmsg: %(name)s %(levelname)s: %(message)s"))
+        return
+    # slixmpp's own error lines are misleading ("No appropriate login method"): we say
+    # what went wrong ourselves, in one line.
+    logging.getLogger("slixmpp").setLevel(logging.CRITICAL)
+    if quiet:
+        root.setLevel(logging.ERROR)
+    elif verbose:
+        root.setLevel(logging.INFO if verbose == 1 else logging.DEBUG)
+        logging.getLogger("slixmpp").setLevel(logging.WARNING if verbose == 1 else logging.INFO)
+    else:
+        root.setLevel(logging.WARNING)
+
+
+def _read_message(file: Path | None, stdin: IO[bytes]) -> bytes:
+    if file is not None and str(file) != "-":
+        try:
+            with file.open("rb") as fh:
+                return fh.read(MAX_INPUT_BYTES)
+        except OSError as exc:
+            raise UsageError(f"cannot read --file {file}: {exc.strerror}") from None
+    if stdin.isatty():
+        raise UsageError("no message: pipe the text on stdin or use --file PATH")
+    return stdin.read(MAX_INPUT_BYTES)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cvsmsg")
+def cli() -> None:
+    """Presence-gated CVS notifications over XMPP.
+
+    Sends what CVS pipes in to each recipient who is online and not in
+    "do not disturb". Configure the bot's account in /etc/cvsmsg/config.toml.
+    """
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.argument("recipients", nargs=-1, required=True, metavar="RECIPIENT...")
+@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Config file (default: $CVSMSG_CONFIG, ~/.config/cvsmsg/config.toml, "
+                   "/etc/cvsmsg/config.toml).")
+@click.option("--file", "file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Read the message from PATH instead of stdin.")
+@click.option("--subject", help="Message subject (default: config 'subject' or "
+                                "'CVS Watch Alarm').")
+@click.option("--type", "message_type", type=click.Choice(["normal", "chat", "headline"]),
+              help="Message type (default: normal).")
+@click.option("--server", metavar="HOST[:PORT]",
+              help="Connect here instead of the JID's DNS SRV records.")
+@click.option("--timeout", type=click.FloatRange(min=0.5), metavar="SECONDS",
+              help="Deadline for the whole run (default: config 'timeout' or 10).")
+@click.option("-q", "--quiet", is_flag=True, help="Only print errors.")
+@click.option("-v", "--verbose", count=True, help="Say more (twice: protocol summary).")
+@click.option("--debug", is_flag=True,
+              help="Show the XML stream (password and SASL redacted) and tracebacks.")
+def notify(
+    recipients: tuple[str, ...],
+    config_path: Path | None,
+    file: Path | None,
+    subject: str | None,
+    message_type: str | None,
+    server: str | None,
+    timeout: float | None,
+    quiet: bool,
+    verbose: int,
+    debug: bool,
+) -> None:
+    """Send the message to each RECIPIENT who is available and not dnd.
+
+    \b
+    In CVSROOT/notify:   ALL cvsmsg notify %s
+    By hand:             cvsmsg notify --file message.txt dj@example.org
+
+    Never writes to stdout: under client/server CVS it is the CVS protocol.
+    """
+    _setup_logging(quiet, verbose, debug, [])
+    status = _run_notify(
+        recipients, config_path, file, subject, message_type, server, timeout, quiet, debug
+    )
+    sys.exit(int(status))
+
+
+def _run_notify(
+    recipients: tuple[str, ...],
+    config_path: Path | None,
+    file: Path | None,
+    subject: str | None,
+    message_type: str | None,
+    server: str | None,
+    timeout: float | None,
+    quiet: bool,
+    debug: bool,
+) -> ExitStatus:
+    try:
+        from cvsmsg.config import load_config
+
+        overrides: dict[str, Any] = {
+            "subject": subject, "message_type": message_type, "server": server,
+            "timeout": timeout,
+        }
+        cfg = load_config(config_path, overrides=overrides)
+        _setup_logging_secrets(cfg.password)
+
+        from cvsmsg.message import clean_text
+
+        text = clean_text(_read_message(file, sys.stdin.buffer))
+
+        from cvsmsg.app import notify as run
+
+        report = run(cfg, list(recipients), cfg.subject, text)
+    except CvsmsgError as exc:
+        log.error("error: %s", exc, exc_info=debug)
+        return exc.status
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return ExitStatus.TIMEOUT
+    for outcome in report.outcomes:
+        if outcome.failed:
+            log.error("%s: %s", outcome.recipient, outcome.reason)
+        elif not quiet:
+            verb = "delivered to" if outcome.delivered else "withheld from"
+            click.echo(f"cvsmsg: {verb} {outcome.recipient}: {outcome.reason}", err=True)
+    return report.status
+
+
+def _setup_logging_secrets(password: str) -> None:
+    from cvsmsg.redact import RedactingFilter
+
+    for handler in logging.getLogger().handlers:
+        for flt in handler.filters:
+            if isinstance(flt, RedactingFilter):
+                flt.secrets.append(password)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point; returns the exit code instead of raising SystemExit."""
+    try:
+        cli.main(args=argv, prog_name="cvsmsg", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return ExitStatus.USAGE
+    except click.exceptions.Abort:
+        click.echo("cvsmsg: aborted", err=True)
+        return ExitStatus.USAGE
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else ExitStatus.USAGE
+    return ExitStatus.OK

@@ -1,0 +1,251 @@
+"""Configuration: a frozen dataclass and its loader (CLI > environment > file > defaults)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cvsmsg.errors import ConfigError
+
+DEFAULT_SUBJECT = "CVS Watch Alarm"
+MESSAGE_TYPES = ("normal", "chat", "headline")
+SHOW_VALUES = ("away", "chat", "dnd", "xa")
+# Prosody's default c2s_stanza_size_limit; a bigger stanza kills our stream.
+DEFAULT_MAX_STANZA = 256 * 1024
+PASSWORD_COMMAND_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything one run needs; built once by `load_config`, never mutated."""
+
+    jid: str
+    password: str = field(repr=False)
+    server: str | None = None  # "host" or "host:port"; None means SRV lookup
+    tls: str = "starttls"  # or "direct" (XEP-0368 port)
+    tls_verify: bool = True
+    ca_file: Path | None = None
+    default_domain: str | None = None
+    subject: str = DEFAULT_SUBJECT
+    message_type: str = "normal"
+    withhold_show: frozenset[str] = frozenset({"dnd"})
+    timeout: float = 10.0
+    presence_grace: float = 2.0
+    max_stanza_bytes: int = DEFAULT_MAX_STANZA
+    max_parts: int = 10
+    source: Path | None = None  # the file it came from, for messages
+
+    @property
+    def server_address(self) -> tuple[str, int] | None:
+        """(host, port) when `server` is set; the default port follows `tls`."""
+        if not self.server:
+            return None
+        host, sep, port = self.server.rpartition(":")
+        if sep and port.isdigit() and host and not host.endswith(":"):
+            return host.strip("[]"), int(port)
+        return self.server.strip("[]"), 5223 if self.tls == "direct" else 5222
+
+
+def default_config_paths() -> list[Path]:
+    """Where we look when neither --config nor $CVSMSG_CONFIG is given."""
+    return [Path.home() / ".config/cvsmsg/config.toml", Path("/etc/cvsmsg/config.toml")]
+
+
+def find_config_file(explicit: Path | None, env: Mapping[str, str]) -> Path | None:
+    """An explicit or $CVSMSG_CONFIG path must exist; default paths are optional."""
+    chosen = explicit or (Path(env["CVSMSG_CONFIG"]) if env.get("CVSMSG_CONFIG") else None)
+    if chosen is not None:
+        if not chosen.is_file():
+            raise ConfigError(f"config file {chosen} does not exist or is not a file")
+        return chosen
+    for path in default_config_paths():
+        if path.is_file():
+            return path
+    return None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except PermissionError:
+        raise ConfigError(f"cannot read config file {path}: permission denied") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _refuse_world_readable(path: Path, what: str) -> None:
+    """A password readable by every local user is a password given away."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ConfigError(f"cannot stat {what} {path}: {exc.strerror}") from None
+    if mode & stat.S_IROTH:
+        raise ConfigError(
+            f"{what} {path} holds a password and is world-readable: run 'chmod o-rwx {path}'"
+        )
+
+
+def _password_from_file(path: Path) -> str:
+    _refuse_world_readable(path, "password file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
+        raise ConfigError(f"cannot read password file {path}: {reason}") from None
+    password = text.splitlines()[0] if text else ""
+    if not password:
+        raise ConfigError(f"password file {path} is empty")
+    return password
+
+
+def _password_from_command(command: str) -> str:
+    try:
+        proc = subprocess.run(
+            ["/bin/sh", "-c", command],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=PASSWORD_COMMAND_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise ConfigError(
+            f"password_command did not finish within {PASSWORD_COMMAND_TIMEOUT:g} s"
+        ) from None
+    if proc.returncode != 0:
+        detail = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        tail = f": {detail[-1]}" if detail else ""
+        raise ConfigError(f"password_command exited with status {proc.returncode}{tail}")
+    lines = proc.stdout.decode("utf-8", "replace").splitlines()
+    if not lines or not lines[0]:
+        raise ConfigError("password_command printed no password")
+    return lines[0]
+
+
+_KNOWN_KEYS = {
+    "jid", "password", "password_file", "password_command", "server", "tls", "tls_verify",
+    "ca_file", "default_domain", "subject", "type", "withhold_show", "timeout",
+    "presence_grace", "max_stanza_bytes", "max_parts",
+}
+
+
+def _expect(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) and kind in (int, float, (int, float)):
+        raise ConfigError(f"{where}: '{key}' must be a number, not a boolean")
+    if not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ConfigError(f"{where}: '{key}' must be a {names}")
+    return value
+
+
+def load_config(
+    explicit_path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the Config: CLI `overrides` > environment > file > defaults."""
+    env = os.environ if env is None else env
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    path = find_config_file(explicit_path, env)
+    data: dict[str, Any] = _read_toml(path) if path else {}
+    where = str(path) if path else "configuration"
+
+    unknown = sorted(set(data) - _KNOWN_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting '{unknown[0]}'")
+    base = path.parent if path else Path.cwd()
+
+    jid = env.get("CVSMSG_JID") or _expect(data, "jid", str, where)
+    if not jid:
+        if path is None:
+            raise ConfigError(
+                "no configuration found: create /etc/cvsmsg/config.toml or "
+                "~/.config/cvsmsg/config.toml, or pass --config (see examples/config.toml)"
+            )
+        raise ConfigError(f"{where}: 'jid' is not set (the bot's own XMPP account)")
+
+    sources = [k for k in ("password", "password_file", "password_command") if k in data]
+    if len(sources) > 1:
+        raise ConfigError(f"{where}: set only one of {', '.join(sources)}")
+    password = env.get("CVSMSG_PASSWORD")
+    if not password:
+        if "password" in data:
+            assert path is not None
+            _refuse_world_readable(path, "config file")
+            password = _expect(data, "password", str, where)
+        elif "password_file" in data:
+            pfile = Path(_expect(data, "password_file", str, where)).expanduser()
+            password = _password_from_file(pfile if pfile.is_absolute() else base / pfile)
+        elif "password_command" in data:
+            password = _password_from_command(_expect(data, "password_command", str, where))
+    if not password:
+        raise ConfigError(
+            f"{where}: no password: set password, password_file or password_command, "
+            "or $CVSMSG_PASSWORD"
+        )
+
+    tls = overrides.get("tls") or _expect(data, "tls", str, where) or "starttls"
+    if tls not in ("starttls", "direct"):
+        raise ConfigError(f"{where}: 'tls' must be \"starttls\" or \"direct\"")
+    tls_verify = _expect(data, "tls_verify", bool, where)
+
+    ca_file = overrides.get("ca_file") or _expect(data, "ca_file", str, where)
+    ca_path = None
+    if ca_file:
+        ca_path = Path(ca_file).expanduser()
+        if not ca_path.is_absolute():
+            ca_path = base / ca_path
+        if not ca_path.is_file():
+            raise ConfigError(f"{where}: ca_file {ca_path} does not exist")
+
+    mtype = overrides.get("message_type") or _expect(data, "type", str, where) or "normal"
+    if mtype not in MESSAGE_TYPES:
+        raise ConfigError(f"{where}: 'type' must be one of {', '.join(MESSAGE_TYPES)}")
+
+    withhold = _expect(data, "withhold_show", list, where)
+    if withhold is None:
+        withhold = ["dnd"]
+    bad = [s for s in withhold if s not in SHOW_VALUES]
+    if bad:
+        raise ConfigError(
+            f"{where}: withhold_show value {bad[0]!r} is not one of {', '.join(SHOW_VALUES)}"
+        )
+
+    def number(key: str, default: float, low: float) -> float:
+        value = overrides.get(key)
+        if value is None:
+            value = _expect(data, key, (int, float), where)
+        value = default if value is None else value
+        if value < low:
+            raise ConfigError(f"{where}: '{key}' must be at least {low:g}")
+        return float(value)
+
+    server = overrides.get("server") or env.get("CVSMSG_SERVER") or _expect(data, "server", str, where)
+    return Config(
+        jid=jid,
+        password=password,
+        server=server or None,
+        tls=tls,
+        tls_verify=True if tls_verify is None else tls_verify,
+        ca_file=ca_path,
+        default_domain=_expect(data, "default_domain", str, where) or None,
+        subject=overrides.get("subject") or _expect(data, "subject", str, where) or DEFAULT_SUBJECT,
+        message_type=mtype,
+        withhold_show=frozenset(withhold),
+        timeout=number("timeout", 10.0, 0.5),
+        presence_grace=number("presence_grace", 2.0, 0.0),
+        max_stanza_bytes=int(number("max_stanza_bytes", DEFAULT_MAX_STANZA, 4096)),
+        max_parts=int(number("max_parts", 10, 1)),
+        source=path,
+    )

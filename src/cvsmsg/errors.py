@@ -1,0 +1,35 @@
+"""One exception base; the CLI turns each into one line on stderr and an exit code."""
+
+from cvsmsg.status import ExitStatus
+
+
+class CvsmsgError(Exception):
+    """Base: its message is shown to the user as is, on one line."""
+
+    status = ExitStatus.CONFIG
+
+
+class UsageError(CvsmsgError):
+    status = ExitStatus.USAGE
+
+
+class ConfigError(CvsmsgError):
+    status = ExitStatus.CONFIG
+
+
+class AuthError(CvsmsgError):
+    status = ExitStatus.AUTH
+
+
+class ConnectError(CvsmsgError):
+    """Could not reach the server, or TLS could not be established/verified."""
+
+    status = ExitStatus.CONNECT
+
+
+class DeadlineError(CvsmsgError):
+    status = ExitStatus.TIMEOUT
+
+
+class RecipientError(CvsmsgError):
+    status = ExitStatus.RECIPIENT

@@ -1,0 +1,112 @@
+"""Content hygiene: turn whatever CVS (or a user) piped in into stanza-safe text parts."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+from cvsmsg.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+# Characters XML 1.0 forbids (a single one makes the server kill our stream with
+# not-well-formed), plus U+FFFE/U+FFFF. Surrogates cannot survive UTF-8 decoding.
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+# slixmpp escapes these five in text; everything else goes out as UTF-8.
+_ESCAPED_SIZE = {"&": 5, "<": 4, ">": 4, "'": 6, '"': 6}
+# Room for the stanza around a body: tags, to/from/id attributes, the subject.
+STANZA_OVERHEAD = 2048
+
+
+@dataclass(frozen=True)
+class Part:
+    """One message stanza's worth of text; `subject` is numbered when split."""
+
+    subject: str
+    body: str
+
+
+def clean_text(raw: bytes) -> str:
+    """Decode input leniently and drop what XML cannot carry.
+
+    NUL bytes mean binary data (a misconfigured pipe, not a notification): refuse them
+    rather than send garbage. Invalid UTF-8 is replaced, never fatal.
+    """
+    if b"\x00" in raw:
+        raise UsageError("input is binary (it contains NUL bytes); nothing was sent")
+    text = raw.decode("utf-8", errors="replace").removeprefix("\ufeff")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    removed = len(_XML_ILLEGAL.findall(text))
+    if removed:
+        log.info("removed %d control character(s) XML cannot carry", removed)
+        text = _XML_ILLEGAL.sub("", text)
+    if not text.strip():
+        raise UsageError("the message is empty; nothing was sent")
+    return text.rstrip("\n")
+
+
+def clean_line(value: str) -> str:
+    """A subject is one line of legal XML characters."""
+    return " ".join(_XML_ILLEGAL.sub("", value).split())
+
+
+def wire_size(text: str) -> int:
+    """Bytes `text` takes inside a stanza, after XML escaping."""
+    return len(text.encode("utf-8")) + sum(
+        _ESCAPED_SIZE[c] - 1 for c in text if c in _ESCAPED_SIZE
+    )
+
+
+def _chunks(text: str, budget: int) -> list[str]:
+    """Greedy split on line boundaries; a line longer than the budget is cut by characters."""
+    chunks: list[str] = []
+    current: list[str] = []
+    size = 0
+    for line in text.splitlines(keepends=True):
+        line_size = wire_size(line)
+        if size + line_size > budget and current:
+            chunks.append("".join(current))
+            current, size = [], 0
+        if line_size > budget:
+            piece: list[str] = []
+            piece_size = 0
+            for ch in line:
+                ch_size = wire_size(ch)
+                if piece_size + ch_size > budget:
+                    chunks.append("".join(piece))
+                    piece, piece_size = [], 0
+                piece.append(ch)
+                piece_size += ch_size
+            current, size = piece, piece_size
+            continue
+        current.append(line)
+        size += line_size
+    if current:
+        chunks.append("".join(current))
+    return [c.rstrip("\n") or c for c in chunks]
+
+
+def split_message(
+    subject: str, body: str, max_stanza_bytes: int, max_parts: int
+) -> list[Part]:
+    """Parts that each fit one stanza, numbered `(part i/n)`; cut beyond `max_parts`.
+
+    Anything cut is said so in the last part and in the log, never silently.
+    """
+    subject = clean_line(subject)
+    budget = max_stanza_bytes - STANZA_OVERHEAD - wire_size(subject) - 32
+    if budget < 1024:
+        raise UsageError(f"max_stanza_bytes {max_stanza_bytes} leaves no room for a message")
+    if wire_size(body) <= budget:
+        return [Part(subject, body)]
+    note_room = 128
+    chunks = _chunks(body, budget - note_room)
+    if len(chunks) > max_parts:
+        dropped = sum(len(c.encode("utf-8")) for c in chunks[max_parts:])
+        chunks = chunks[:max_parts]
+        note = f"\n[cvsmsg: {dropped} more bytes not sent; the message exceeded {max_parts} parts]"
+        chunks[-1] += note
+        log.warning("message too long: sent %d parts, %d bytes cut", max_parts, dropped)
+    total = len(chunks)
+    return [Part(f"{subject} (part {i}/{total})", c) for i, c in enumerate(chunks, 1)]

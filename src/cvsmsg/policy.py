@@ -1,0 +1,45 @@
+"""The decision at the heart of cvsmsg: deliver now, or withhold. Pure, no network."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class PresenceView:
+    """What the session knows about one recipient when it decides.
+
+    `resources` maps each available resource to its `show` ('' for plain available).
+    `visible` is False when we hold no presence subscription to them, so silence
+    means "cannot see", not "offline".
+    """
+
+    resources: Mapping[str, str] = field(default_factory=dict)
+    visible: bool = True
+
+
+@dataclass(frozen=True)
+class Decision:
+    deliver: bool
+    reason: str
+
+
+def decide(view: PresenceView, withhold_show: frozenset[str]) -> Decision:
+    """Deliver only to someone with an available resource and no resource in a withheld show.
+
+    An explicit `dnd` on any resource wins over availability elsewhere: the person asked
+    not to be disturbed, and we cannot know which device they are looking at.
+    """
+    if not view.resources:
+        if not view.visible:
+            return Decision(False, "presence not visible (no subscription to their presence)")
+        return Decision(False, "offline")
+    blocking = sorted(
+        (res, show) for res, show in view.resources.items() if show in withhold_show
+    )
+    if blocking:
+        res, show = blocking[0]
+        return Decision(False, f"{show} (resource {res or '(bare)'})")
+    shows = sorted({show or "available" for show in view.resources.values()})
+    return Decision(True, ", ".join(shows))

@@ -1,0 +1,16 @@
+"""Exit codes: one enum, documented in the README, mapped in one place (cli.py)."""
+
+from enum import IntEnum
+
+
+class ExitStatus(IntEnum):
+    """What `cvsmsg` tells its caller. CVS ignores it; scripts and admins don't."""
+
+    OK = 0  # delivered to every recipient
+    USAGE = 2  # bad command line, unreadable --file, empty message
+    CONFIG = 3  # missing/invalid config, unreadable or exposed password
+    AUTH = 4  # the server refused our credentials
+    CONNECT = 5  # could not connect, TLS failure, no TLS offered
+    TIMEOUT = 6  # a deadline ran out
+    RECIPIENT = 7  # invalid recipient, or the server rejected the message
+    WITHHELD = 10  # withheld from at least one recipient (offline/dnd), nothing failed

@@ -1,0 +1,362 @@
+"""The XMPP session: one login of the bot, roster, subscriptions, presence, confirmed sends.
+
+Knows nothing about click or exit codes; raises `cvsmsg.errors` exceptions. A session can
+send several messages, so a spool drainer or a daemon can reuse it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import ssl
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import slixmpp
+from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.xmlstream import ET
+
+from cvsmsg.config import Config
+from cvsmsg.errors import AuthError, ConnectError, CvsmsgError
+from cvsmsg.policy import PresenceView
+
+log = logging.getLogger(__name__)
+
+_SHOWS = ("away", "chat", "dnd", "xa")
+_PING_NS = "urn:xmpp:ping"
+
+
+@dataclass(frozen=True)
+class Bounce:
+    """A message the server (or the recipient's server) returned as an error."""
+
+    recipient: str
+    condition: str
+    text: str
+
+
+def make_ssl_context(cfg: Config) -> ssl.SSLContext:
+    """System CAs plus the configured extra CA; verification off only on explicit opt-out."""
+    ctx = ssl.create_default_context()
+    if cfg.ca_file is not None:
+        try:
+            ctx.load_verify_locations(cafile=str(cfg.ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise CvsmsgError(f"cannot load ca_file {cfg.ca_file}: {exc}") from None
+    if not cfg.tls_verify:
+        log.warning("TLS certificate verification is OFF (tls_verify = false)")
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return exc.verify_message or str(exc)
+    return getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+
+
+class XmppSession:
+    """One authenticated stream of the bot's account.
+
+    `phase` always says what we are waiting for, so a deadline hit anywhere can be
+    reported precisely by the caller.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        accept_subscription: Callable[[str], bool] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.accept_subscription = accept_subscription or (lambda _jid: True)
+        self.phase = "starting"
+        self.bounces: list[Bounce] = []
+        self._resources: dict[str, dict[str, str]] = {}
+        self._heard: set[str] = set()
+        self._presence_event = asyncio.Event()
+        self._failure: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._last_connect_error = ""
+        self._stream_error = ""
+        self._sent_message_ids: dict[str, str] = {}
+        self.client = self._build_client()
+
+    # -- construction -------------------------------------------------------------------
+
+    def _build_client(self) -> slixmpp.ClientXMPP:
+        cfg = self.cfg
+        # A fresh resource per run: parallel runs must not kick each other off (<conflict/>).
+        resource = f"cvsmsg-{os.getpid()}-{secrets.token_hex(3)}"
+        client = slixmpp.ClientXMPP(
+            f"{cfg.jid}/{resource}", cfg.password, ssl_context=make_ssl_context(cfg)
+        )
+        if client.boundjid.bare != cfg.jid or not client.boundjid.user:
+            raise CvsmsgError(f"invalid jid {cfg.jid!r} in the configuration")
+        client.enable_plaintext = False
+        client.enable_direct_tls = cfg.tls == "direct"
+        client.enable_starttls = cfg.tls == "starttls"
+        client.whitespace_keepalive = False
+        # We answer subscriptions ourselves: slixmpp does not answer `unsubscribe`, and the
+        # allow-list (accept_subscription) must be consulted first.
+        client.auto_authorize = None
+        client.auto_subscribe = False
+        # XEP-0198 acks tell us the server has the message. window=0: we ask for the ack
+        # ourselves once the queue is written; no resumption, runs are short.
+        client.register_plugin("xep_0198", {"window": 0, "allow_resume": False})
+
+        on = client.add_event_handler
+        on("connected", lambda _e: self._set_phase("negotiating TLS and authenticating"))
+        on("connection_failed", self._on_connection_failed)
+        on("reconnect_delay", self._on_reconnect_delay)
+        on("ssl_invalid_chain", self._on_ssl_invalid)
+        on("failed_all_auth", self._on_failed_auth)
+        on("auth_success", lambda _e: self._set_phase("binding the session"))
+        on("stream_error", self._on_stream_error)
+        on("disconnected", self._on_disconnected)
+        on("session_start", self._on_session_start)
+        on("presence", self._on_presence)
+        on("presence_subscribe", self._on_subscribe)
+        on("presence_unsubscribe", self._on_unsubscribe)
+        on("message_error", self._on_message_error)
+        return client
+
+    # -- event handlers (each one sets a future or records a fact) ----------------------
+
+    def _set_phase(self, phase: str) -> None:
+        self.phase = phase
+        log.debug("phase: %s", phase)
+
+    def _fail(self, error: CvsmsgError) -> None:
+        if not self._failure.done():
+            self._failure.set_exception(error)
+
+    def _where(self) -> str:
+        addr = self.cfg.server_address
+        return f"{addr[0]}:{addr[1]}" if addr else f"{self.client.boundjid.domain} (DNS SRV)"
+
+    def _on_connection_failed(self, error: Any) -> None:
+        if isinstance(error, ssl.SSLError):
+            self._fail(ConnectError(f"TLS failed with {self._where()}: {_ssl_reason(error)}"))
+            return
+        self._last_connect_error = getattr(error, "strerror", None) or str(error)
+
+    def _on_reconnect_delay(self, _delay: Any) -> None:
+        # slixmpp would retry forever; one full pass over the addresses is our answer.
+        reason = self._last_connect_error or "no answer"
+        self._fail(ConnectError(f"cannot connect to {self._where()}: {reason}"))
+
+    def _on_ssl_invalid(self, error: Any) -> None:
+        self._fail(ConnectError(
+            f"TLS certificate of {self.client.boundjid.domain} not trusted: "
+            f"{_ssl_reason(error)} (set ca_file to trust a private CA)"
+        ))
+
+    def _on_failed_auth(self, _event: Any) -> None:
+        sock = self.client.socket
+        if not isinstance(sock, ssl.SSLSocket | ssl.SSLObject):
+            self._fail(ConnectError(
+                f"{self._where()} offered no TLS; refusing to send the password in plaintext"
+            ))
+            return
+        self._fail(AuthError(f"authentication failed for {self.cfg.jid}: wrong JID or password"))
+
+    def _on_stream_error(self, error: Any) -> None:
+        condition = error["condition"] or "undefined-condition"
+        text = error["text"]
+        self._stream_error = f"{condition}{': ' + text if text else ''}"
+        log.debug("stream error: %s", self._stream_error)
+
+    def _on_disconnected(self, _reason: Any) -> None:
+        if not self._started.done():
+            detail = f" ({self._stream_error})" if self._stream_error else ""
+            self._fail(ConnectError(
+                f"{self._where()} closed the connection while {self.phase}{detail}"
+            ))
+
+    def _on_session_start(self, _event: Any) -> None:
+        if not self._started.done():
+            self._started.set_result(None)
+
+    def _on_presence(self, pres: Any) -> None:
+        ptype = pres["type"]
+        sender = pres["from"]
+        bare = sender.bare
+        if bare == self.client.boundjid.bare:
+            return
+        if ptype in ("available", *_SHOWS):
+            show = pres["show"] if pres["show"] in _SHOWS else ""
+            self._resources.setdefault(bare, {})[sender.resource] = show
+        elif ptype == "unavailable":
+            if sender.resource:
+                self._resources.get(bare, {}).pop(sender.resource, None)
+            else:
+                self._resources.pop(bare, None)
+        elif ptype == "error":
+            self._resources.pop(bare, None)
+        else:
+            return  # subscription management, handled elsewhere
+        self._heard.add(bare)
+        self._presence_event.set()
+
+    def _on_subscribe(self, pres: Any) -> None:
+        who = pres["from"].bare
+        if not self.accept_subscription(who):
+            self.client.send_presence(pto=who, ptype="unsubscribed")
+            log.info("refused presence subscription from %s", who)
+            return
+        # Accept and ask back, so the relation becomes mutual (RFC 6121 §3.1).
+        self.client.send_presence(pto=who, ptype="subscribed")
+        self.client.send_presence(pto=who, ptype="subscribe")
+        log.info("accepted presence subscription from %s and asked back", who)
+
+    def _on_unsubscribe(self, pres: Any) -> None:
+        who = pres["from"].bare
+        self.client.send_presence(pto=who, ptype="unsubscribed")
+        self.client.send_presence(pto=who, ptype="unsubscribe")
+        log.info("%s unsubscribed; cancelled our subscription too", who)
+
+    def _on_message_error(self, msg: Any) -> None:
+        bounce = Bounce(msg["from"].bare, msg["error"]["condition"], msg["error"]["text"] or "")
+        log.debug("message bounced: %s", bounce)
+        self.bounces.append(bounce)
+
+    # -- waiting helpers -----------------------------------------------------------------
+
+    async def _race(self, awaitable: Any) -> Any:
+        """Await `awaitable`, but raise the session's failure as soon as one is recorded."""
+        task = asyncio.ensure_future(awaitable)
+        done, _ = await asyncio.wait({task, self._failure}, return_when=asyncio.FIRST_COMPLETED)
+        if self._failure in done and task not in done:
+            task.cancel()
+        if self._failure.done():
+            self._failure.result()  # raises
+        return task.result()
+
+    async def _ping_server(self) -> None:
+        """A round trip: RFC 6120 §10.1 in-order processing means all we sent before is done."""
+        iq = self.client.Iq()
+        iq["type"] = "get"
+        iq["to"] = self.client.boundjid.domain
+        iq.append(ET.Element(f"{{{_PING_NS}}}ping"))
+        try:
+            await iq.send(timeout=self.cfg.timeout)
+        except IqError:
+            pass  # an error reply is a reply: the round trip is what we wanted
+
+    # -- public API ----------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect, authenticate, fetch the roster, announce presence, learn contacts' presence."""
+        addr = self.cfg.server_address
+        self._set_phase(f"connecting to {self._where()}")
+        if addr:
+            self.client.connect(addr[0], addr[1])
+        else:
+            self.client.connect()
+        await self._race(self._started)
+        self._set_phase("requesting the roster and presence")
+        # Pipelined: the server answers in order, so when the ping comes back the roster
+        # is ours, and (for local contacts) their presence and any subscription requests
+        # stored while we were offline have been delivered.
+        roster = self.client.get_roster(timeout=self.cfg.timeout)
+        self.client.send_presence()
+        try:
+            await self._race(asyncio.gather(roster, self._ping_server()))
+        except IqTimeout:
+            raise ConnectError(f"{self._where()} did not answer the roster request") from None
+        except IqError as exc:
+            raise ConnectError(f"the server refused the roster request: {exc}") from None
+
+    def can_see(self, jid: str) -> bool:
+        """True when our roster subscription lets us receive their presence."""
+        roster = self.client.client_roster
+        return roster.has_jid(jid) and roster[jid]["subscription"] in ("to", "both")
+
+    def ask_presence(self, jid: str) -> bool:
+        """Ask `jid` to share presence unless a request is already pending; True if asked."""
+        roster = self.client.client_roster
+        if roster.has_jid(jid) and roster[jid]["pending_out"]:
+            return False
+        self.client.send_presence(pto=jid, ptype="subscribe")
+        return True
+
+    async def presence_of(self, jids: Iterable[str]) -> dict[str, PresenceView]:
+        """Presence views for `jids`, waiting a bounded grace for contacts on other domains.
+
+        Local contacts are complete after the round trip in `open`; remote servers answer
+        probes asynchronously (RFC 6121 §4.3), so we wait for them, at most `presence_grace`.
+        """
+        own_domain = self.client.boundjid.domain
+        jids = list(jids)
+        pending = {
+            j for j in jids
+            if j.partition("@")[2] != own_domain and self.can_see(j) and j not in self._heard
+        }
+        if pending:
+            self._set_phase(f"waiting for the presence of {', '.join(sorted(pending))}")
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.cfg.presence_grace
+            while pending - self._heard and loop.time() < deadline:
+                self._presence_event.clear()
+                try:
+                    await asyncio.wait_for(
+                        self._race(self._presence_event.wait()), deadline - loop.time()
+                    )
+                except TimeoutError:
+                    break
+        return {
+            j: PresenceView(dict(self._resources.get(j, {})), visible=self.can_see(j))
+            for j in jids
+        }
+
+    def send(self, jid: str, subject: str, body: str, mtype: str) -> None:
+        """Queue one message to a bare JID; `confirm` tells when the server has it."""
+        msg = self.client.make_message(mto=jid, mbody=body, msubject=subject, mtype=mtype)
+        msg["id"] = secrets.token_hex(8)
+        self._sent_message_ids[msg["id"]] = jid
+        msg.send()
+
+    async def confirm(self) -> None:
+        """Return once the server has processed everything we sent (XEP-0198 ack or round trip)."""
+        self._set_phase("waiting for the server to confirm")
+        client = self.client
+        await self._race(client.waiting_queue.join())
+        sm = client.plugin["xep_0198"] if "xep_0198" in client.plugin else None
+        if sm is not None and sm.enabled_out and sm.enabled_in:
+            if sm.unacked_queue:
+                acked = asyncio.Event()
+
+                def on_acked(_stanza: Any) -> None:
+                    if not sm.unacked_queue:
+                        acked.set()
+
+                client.add_event_handler("stanza_acked", on_acked)
+                try:
+                    sm.request_ack()
+                    await self._race(acked.wait())
+                finally:
+                    client.del_event_handler("stanza_acked", on_acked)
+        else:
+            await self._race(self._ping_server())
+
+    async def close(self, wait: float = 2.0) -> None:
+        """Close the stream cleanly; abort the socket if the server does not answer in `wait`."""
+        client = self.client
+        client.cancel_connection_attempt()
+        if client.transport is None:
+            return
+        self._set_phase("closing the stream")
+        try:
+            await asyncio.wait_for(client.disconnect(wait=wait), wait + 0.5)
+        except (TimeoutError, asyncio.CancelledError):
+            client.abort()
+
+    def abort(self) -> None:
+        """Drop the connection now (deadline hit or error): never leave a socket behind."""
+        self.client.cancel_connection_attempt()
+        self.client.abort()

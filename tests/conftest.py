@@ -1,0 +1,120 @@
+"""Fixtures: a real Prosody for the session, real accounts and recipients per test."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.harness.prosody import Prosody
+from tests.harness.recipient import LoopThread, Person, befriend
+
+_ids = itertools.count(1)
+
+
+def cvsmsg_command() -> list[str]:
+    """The installed console script, as a user runs it."""
+    script = Path(sys.executable).with_name("cvsmsg")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("cvsmsg")
+    if found is None:
+        raise RuntimeError("cvsmsg is not installed in this environment (pip install -e .)")
+    return [found]
+
+
+@pytest.fixture(scope="session")
+def prosody(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prosody]:
+    server = Prosody(tmp_path_factory.mktemp("prosody"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def loops() -> Iterator[LoopThread]:
+    lt = LoopThread()
+    yield lt
+    lt.stop()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{os.getpid()}x{next(_ids)}"
+
+
+@dataclass
+class Bot:
+    """The cvsmsg account of one test, with a config file and a way to run the CLI."""
+
+    jid: str
+    password: str
+    config: Path
+    prosody: Prosody
+
+    def run(
+        self,
+        *args: str,
+        input: bytes | str | None = "proj a.txt\n---\nTriggered edit watch on /cvs/proj\nBy bob\n",
+        env: dict[str, str] | None = None,
+        timeout: float = 30,
+        config: Path | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """`cvsmsg notify --config … ARGS`, stdin from `input`; text stdout/stderr."""
+        data = input.encode() if isinstance(input, str) else input
+        full_env = {**os.environ, **(env or {})}
+        proc = subprocess.run(
+            [*cvsmsg_command(), "notify", "--config", str(config or self.config), *args],
+            input=data if data is not None else b"",
+            capture_output=True,
+            env=full_env,
+            timeout=timeout,
+            check=False,
+        )
+        return subprocess.CompletedProcess(
+            proc.args, proc.returncode, proc.stdout.decode("utf-8", "replace"),
+            proc.stderr.decode("utf-8", "replace"),
+        )
+
+
+@pytest.fixture
+def bot(prosody: Prosody, tmp_path: Path) -> Bot:
+    name = unique("bot")
+    password = "bot-secret-" + name
+    jid = prosody.register(name, password)
+    config = prosody.write_cvsmsg_config(tmp_path / "cvsmsg.toml", jid, password)
+    return Bot(jid, password, config, prosody)
+
+
+@pytest.fixture
+def person(
+    prosody: Prosody, loops: LoopThread, bot: Bot
+) -> Iterator[Callable[..., Person]]:
+    """Factory: a registered person, online with `show`, mutual contact of the bot by default."""
+    people: list[Person] = []
+
+    def make(show: str | None = "", *, friend: bool = True, name: str = "user") -> Person:
+        user = unique(name)
+        password = "pw-" + user
+        jid = prosody.register(user, password)
+        p = Person(loops, jid, password, prosody.port, prosody.ca)
+        people.append(p)
+        p.online(show or "")
+        if friend:
+            befriend(loops, bot.jid, bot.password, p)
+        if show is None:
+            p.offline()
+        return p
+
+    yield make
+    for p in people:
+        try:
+            p.offline()
+        except Exception:  # a test may have left it half-closed; the server is torn down anyway
+            pass

@@ -1,0 +1,199 @@
+"""Real slixmpp clients that play the people cvsmsg notifies.
+
+They run on one asyncio loop in a background thread, so synchronous tests (and the demo)
+can drive them while `cvsmsg` runs as a real subprocess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import slixmpp
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+class LoopThread:
+    """An asyncio loop in a daemon thread; `run()` executes a coroutine there and waits."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 20.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
+@dataclass
+class Received:
+    sender: str
+    subject: str
+    body: str
+    type: str
+
+
+class Person:
+    """One XMPP account with any number of resources (devices), each with its own show."""
+
+    def __init__(self, loops: LoopThread, jid: str, password: str, port: int, ca: Path) -> None:
+        self.loops = loops
+        self.jid = jid
+        self.password = password
+        self.port = port
+        self.ca = ca
+        self.clients: dict[str, slixmpp.ClientXMPP] = {}
+        self.messages: list[Received] = []
+        self.subscription_requests: list[str] = []
+        self._lock = threading.Lock()
+
+    # -- on the loop ---------------------------------------------------------------------
+
+    async def _connect(self, resource: str, show: str | None, auto_accept: bool) -> None:
+        ctx = ssl.create_default_context(cafile=str(self.ca))
+        client = slixmpp.ClientXMPP(f"{self.jid}/{resource}", self.password, ssl_context=ctx)
+        client.enable_direct_tls = False
+        client.whitespace_keepalive = False
+        client.auto_authorize = True if auto_accept else None
+        client.auto_subscribe = auto_accept
+        started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def on_start(_e: Any) -> None:
+            if not started.done():
+                started.set_result(None)
+
+        def on_fail(_e: Any) -> None:
+            if not started.done():
+                started.set_exception(RuntimeError(f"{self.jid}/{resource} could not log in"))
+
+        def on_message(msg: Any) -> None:
+            if msg["type"] in ("normal", "chat", "headline"):
+                with self._lock:
+                    self.messages.append(
+                        Received(msg["from"].bare, msg["subject"], msg["body"], msg["type"])
+                    )
+
+        def on_subscribe(pres: Any) -> None:
+            with self._lock:
+                self.subscription_requests.append(pres["from"].bare)
+
+        client.add_event_handler("session_start", on_start)
+        client.add_event_handler("failed_all_auth", on_fail)
+        client.add_event_handler("message", on_message)
+        client.add_event_handler("presence_subscribe", on_subscribe)
+        client.connect("127.0.0.1", self.port)
+        await asyncio.wait_for(started, 10)
+        await client.get_roster(timeout=10)
+        self.clients[resource] = client
+        await self._announce(resource, show)
+
+    async def _announce(self, resource: str, show: str | None) -> None:
+        client = self.clients[resource]
+        if show is None:
+            await asyncio.wait_for(client.disconnect(), 5)
+            del self.clients[resource]
+            return
+        client.send_presence(pshow=show or None)
+        await self._roundtrip(client)
+
+    @staticmethod
+    async def _roundtrip(client: slixmpp.ClientXMPP) -> None:
+        """Our presence is processed by the server once a ping after it comes back."""
+        iq = client.Iq()
+        iq["type"] = "get"
+        iq["to"] = client.boundjid.domain
+        iq.append(slixmpp.xmlstream.ET.Element("{urn:xmpp:ping}ping"))
+        await iq.send(timeout=10)
+
+    # -- from the test thread -------------------------------------------------------------
+
+    def online(self, show: str = "", resource: str = "desk", auto_accept: bool = True) -> Person:
+        """Log a resource in with `show` ('' = available, or away/chat/dnd/xa)."""
+        if resource in self.clients:
+            self.loops.run(self._announce(resource, show))
+        else:
+            self.loops.run(self._connect(resource, show, auto_accept))
+        return self
+
+    def offline(self, resource: str | None = None) -> Person:
+        """Log one resource (or all) out."""
+        for res in [resource] if resource else list(self.clients):
+            if res in self.clients:
+                self.loops.run(self._announce(res, None))
+        return self
+
+    def send_presence(self, to: str, ptype: str, resource: str = "desk") -> None:
+        """Send a subscription-management presence (subscribe, unsubscribe, ...)."""
+        client = self.clients[resource]
+
+        async def go() -> None:
+            client.send_presence(pto=to, ptype=ptype)
+            await self._roundtrip(client)
+
+        self.loops.run(go())
+
+    def roster_subscription(self, jid: str, resource: str = "desk") -> str:
+        """Our side's subscription state toward `jid`, fresh from the server."""
+        client = self.clients[resource]
+
+        async def go() -> str:
+            await client.get_roster(timeout=10)
+            roster = client.client_roster
+            return str(roster[jid]["subscription"]) if roster.has_jid(jid) else "none"
+
+        return self.loops.run(go())
+
+    def wait_messages(self, count: int = 1, timeout: float = 5.0) -> list[Received]:
+        """Messages received so far, waiting up to `timeout` for at least `count`."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if len(self.messages) >= count:
+                    return list(self.messages)
+            time.sleep(0.02)
+        with self._lock:
+            return list(self.messages)
+
+    def settle(self) -> list[Received]:
+        """Everything received once the server has processed all that was sent to us."""
+        for client in list(self.clients.values()):
+            self.loops.run(self._roundtrip(client))
+        with self._lock:
+            return list(self.messages)
+
+
+def befriend(loops: LoopThread, bot_jid: str, bot_password: str, person: Person,
+             timeout: float = 10.0) -> None:
+    """Make `person` and the bot mutually subscribed, the way a real user would:
+    the person asks, a bot session accepts and asks back, the person accepts."""
+    import time
+
+    bot = Person(loops, bot_jid, bot_password, person.port, person.ca)
+    bot.online(resource="setup", auto_accept=True)
+    try:
+        resource = next(iter(person.clients))
+        person.send_presence(bot_jid, "subscribe", resource=resource)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if person.roster_subscription(bot_jid, resource) == "both":
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{person.jid} and {bot_jid} did not become mutual contacts")
+    finally:
+        bot.offline()
