@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from cvsmsg.config import Config
 from cvsmsg.cvs import normalize_recipient
 from cvsmsg.errors import DeadlineError, RecipientError
-from cvsmsg.message import Part, split_message
+from cvsmsg.message import split_message
 from cvsmsg.policy import decide
 from cvsmsg.status import ExitStatus
 
@@ -58,10 +58,11 @@ def resolve_recipients(
 
 
 async def _deliver(
-    cfg: Config, recipients: list[str], parts: list[Part], session_box: list[object]
+    cfg: Config, recipients: list[str], subject: str, text: str, session_box: list[object]
 ) -> list[Outcome]:
     from cvsmsg.xmpp import XmppSession  # slixmpp is heavy: only once we really connect
 
+    parts = split_message(subject, text, cfg.max_stanza_bytes, cfg.max_parts)
     session = XmppSession(cfg)
     session_box.append(session)
     outcomes: list[Outcome] = []
@@ -77,6 +78,8 @@ async def _deliver(
             if not views[jid].visible and session.ask_presence(jid):
                 reason += f"; asked {jid} to share presence"
             outcomes.append(Outcome(jid, False, reason))
+        if session.max_stanza_bytes < cfg.max_stanza_bytes:
+            parts = split_message(subject, text, session.max_stanza_bytes, cfg.max_parts)
         session.phase = "sending"
         for jid in to_send:
             for part in parts:
@@ -87,8 +90,10 @@ async def _deliver(
             if jid in bounced:
                 b = bounced[jid]
                 text = f": {b.text}" if b.text else ""
-                outcomes.append(Outcome(jid, False, f"rejected by the server ({b.condition}{text})",
-                                        failed=True))
+                outcomes.append(Outcome(
+                    jid, False, f"message to {jid} rejected by the server ({b.condition}{text})",
+                    failed=True,
+                ))
             else:
                 outcomes.append(Outcome(jid, True, decisions[jid].reason))
         await session.close()
@@ -100,17 +105,16 @@ async def _deliver(
 
 
 async def notify_async(cfg: Config, recipient_values: list[str], subject: str, text: str) -> Report:
-    """Deliver `text` to each recipient who is available and not withheld; bounded by cfg.timeout."""
+    """Deliver `text` to each available, not-withheld recipient, within cfg.timeout."""
     recipients, invalid = resolve_recipients(recipient_values, cfg.default_domain)
-    for o in invalid:
-        log.error("%s", o.reason)
     if not recipients:
-        raise RecipientError(invalid[0].reason if invalid else "no recipient given")
-    parts = split_message(subject, text, cfg.max_stanza_bytes, cfg.max_parts)
+        if not invalid:
+            raise RecipientError("no recipient given")
+        return Report(invalid)  # nothing to connect for
     box: list[object] = []
     try:
         async with asyncio.timeout(cfg.timeout):
-            delivered = await _deliver(cfg, recipients, parts, box)
+            delivered = await _deliver(cfg, recipients, subject, text, box)
     except TimeoutError:
         phase = getattr(box[0], "phase", "starting") if box else "starting"
         raise DeadlineError(f"timed out after {cfg.timeout:g} s while {phase}") from None

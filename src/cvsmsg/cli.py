@@ -162,7 +162,7 @@ def _run_notify(
         return ExitStatus.TIMEOUT
     for outcome in report.outcomes:
         if outcome.failed:
-            log.error("%s: %s", outcome.recipient, outcome.reason)
+            log.error("error: %s", outcome.reason)
         elif not quiet:
             verb = "delivered to" if outcome.delivered else "withheld from"
             click.echo(f"cvsmsg: {verb} {outcome.recipient}: {outcome.reason}", err=True)

@@ -231,7 +231,9 @@ def load_config(
             raise ConfigError(f"{where}: '{key}' must be at least {low:g}")
         return float(value)
 
-    server = overrides.get("server") or env.get("CVSMSG_SERVER") or _expect(data, "server", str, where)
+    server = (
+        overrides.get("server") or env.get("CVSMSG_SERVER") or _expect(data, "server", str, where)
+    )
     return Config(
         jid=jid,
         password=password,

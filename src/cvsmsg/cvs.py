@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from cvsmsg.errors import RecipientError
@@ -23,6 +24,8 @@ def normalize_recipient(value: str, default_domain: str | None) -> str:
         address = address[5:]
     if not address:
         raise RecipientError("empty recipient address (check CVSROOT/users)")
+    if re.search(r"[\s\"&'<>]", address) or address.count("@") > 1:
+        raise RecipientError(f"invalid recipient address {address!r}")
     if "@" not in address:
         if not default_domain:
             raise RecipientError(
@@ -31,7 +34,10 @@ def normalize_recipient(value: str, default_domain: str | None) -> str:
             )
         address = f"{address}@{default_domain}"
     local, _, domain = address.partition("@")
-    domain = domain.split("/", 1)[0].rstrip(".").lower()
+    # RFC 7622: localparts are case-mapped (UsernameCaseMapped), domains too; folding here
+    # lets `Alice@X` and `alice@x` be the one person they are.
+    local = unicodedata.normalize("NFC", local).lower()
+    domain = unicodedata.normalize("NFC", domain.split("/", 1)[0]).rstrip(".").lower()
     if not local or _BAD_CHARS.search(local) or not domain or _BAD_CHARS.search(domain):
         raise RecipientError(f"invalid recipient address {value.strip()!r}")
     return f"{local}@{domain}"

@@ -7,6 +7,7 @@ send several messages, so a spool drainer or a daemon can reuse it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -20,7 +21,7 @@ from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream import ET
 
 from cvsmsg.config import Config
-from cvsmsg.errors import AuthError, ConnectError, CvsmsgError
+from cvsmsg.errors import AuthError, ConnectError, CvsmsgError, RecipientError
 from cvsmsg.policy import PresenceView
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class XmppSession:
         self._started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._last_connect_error = ""
         self._stream_error = ""
-        self._sent_message_ids: dict[str, str] = {}
+        self._closing = False
         self.client = self._build_client()
 
     # -- construction -------------------------------------------------------------------
@@ -172,11 +173,19 @@ class XmppSession:
         log.debug("stream error: %s", self._stream_error)
 
     def _on_disconnected(self, _reason: Any) -> None:
-        if not self._started.done():
-            detail = f" ({self._stream_error})" if self._stream_error else ""
-            self._fail(ConnectError(
-                f"{self._where()} closed the connection while {self.phase}{detail}"
+        if self._closing:
+            return
+        detail = f" ({self._stream_error})" if self._stream_error else ""
+        if self._stream_error.startswith("policy-violation") and self._started.done():
+            # Prosody's answer to a stanza over c2s_stanza_size_limit (or a rate limit).
+            self._fail(RecipientError(
+                f"the server rejected the message and closed the stream{detail}; "
+                "if it was too large, lower max_stanza_bytes"
             ))
+            return
+        self._fail(ConnectError(
+            f"{self._where()} closed the connection while {self.phase}{detail}"
+        ))
 
     def _on_session_start(self, _event: Any) -> None:
         if not self._started.done():
@@ -243,10 +252,9 @@ class XmppSession:
         iq["type"] = "get"
         iq["to"] = self.client.boundjid.domain
         iq.append(ET.Element(f"{{{_PING_NS}}}ping"))
-        try:
+        # An error reply is a reply too: the round trip is all we want.
+        with contextlib.suppress(IqError):
             await iq.send(timeout=self.cfg.timeout)
-        except IqError:
-            pass  # an error reply is a reply: the round trip is what we wanted
 
     # -- public API ----------------------------------------------------------------------
 
@@ -316,9 +324,10 @@ class XmppSession:
 
     def send(self, jid: str, subject: str, body: str, mtype: str) -> None:
         """Queue one message to a bare JID; `confirm` tells when the server has it."""
-        msg = self.client.make_message(mto=jid, mbody=body, msubject=subject, mtype=mtype)
+        msg = self.client.make_message(
+            mto=jid, mbody=body, msubject=subject, mtype=mtype  # type: ignore[arg-type]
+        )
         msg["id"] = secrets.token_hex(8)
-        self._sent_message_ids[msg["id"]] = jid
         msg.send()
 
     async def confirm(self) -> None:
@@ -326,7 +335,7 @@ class XmppSession:
         self._set_phase("waiting for the server to confirm")
         client = self.client
         await self._race(client.waiting_queue.join())
-        sm = client.plugin["xep_0198"] if "xep_0198" in client.plugin else None
+        sm = client.plugin.get("xep_0198", None)
         if sm is not None and sm.enabled_out and sm.enabled_in:
             if sm.unacked_queue:
                 acked = asyncio.Event()
@@ -344,9 +353,18 @@ class XmppSession:
         else:
             await self._race(self._ping_server())
 
+    @property
+    def max_stanza_bytes(self) -> int:
+        """Our configured limit, lowered to the server's XEP-0478 advertisement if smaller."""
+        advertised = getattr(getattr(self.client, "limits", None), "max_bytes", None)
+        if advertised:
+            return min(self.cfg.max_stanza_bytes, int(advertised))
+        return self.cfg.max_stanza_bytes
+
     async def close(self, wait: float = 2.0) -> None:
         """Close the stream cleanly; abort the socket if the server does not answer in `wait`."""
         client = self.client
+        self._closing = True
         client.cancel_connection_attempt()
         if client.transport is None:
             return
@@ -358,5 +376,6 @@ class XmppSession:
 
     def abort(self) -> None:
         """Drop the connection now (deadline hit or error): never leave a socket behind."""
+        self._closing = True
         self.client.cancel_connection_attempt()
         self.client.abort()

@@ -45,6 +45,7 @@ class Received:
     subject: str
     body: str
     type: str
+    resource: str = ""  # which of the person's devices got it
 
 
 class Person:
@@ -84,7 +85,8 @@ class Person:
             if msg["type"] in ("normal", "chat", "headline"):
                 with self._lock:
                     self.messages.append(
-                        Received(msg["from"].bare, msg["subject"], msg["body"], msg["type"])
+                        Received(msg["from"].bare, msg["subject"], msg["body"], msg["type"],
+                                 resource)
                     )
 
         def on_subscribe(pres: Any) -> None:

@@ -1,0 +1,36 @@
+# Two commands do everything on a fresh Debian machine (as root for the apt step):
+#   make demo   a throwaway Prosody + CVS repository, a real watch notification, delivered then withheld
+#   make test   install everything and run the whole test suite (what CI runs)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: all deps venv test lint demo bench clean
+all: test
+
+deps:
+	@bash scripts/install-deps.sh
+
+$(BIN)/cvsmsg: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+venv: $(BIN)/cvsmsg
+
+lint: venv
+	$(BIN)/ruff check src tests scripts bench
+	$(BIN)/mypy
+
+test: deps venv lint
+	$(BIN)/python -m pytest
+
+demo: deps venv
+	$(BIN)/python scripts/demo.py
+
+bench: deps venv
+	$(BIN)/python bench/notify_bench.py
+
+clean:
+	rm -rf $(VENV) demo-run build src/*.egg-info
