@@ -24,6 +24,7 @@ MAX_INPUT_BYTES = 32 * 1024 * 1024
 EXIT_CODES_HELP = """\b
 Exit codes:
   0   delivered to every recipient
+  1   internal error (a bug: please report it with the --debug output)
   2   usage error (bad option, unreadable --file, empty or binary message)
   3   configuration error (missing/invalid config, unreadable password)
   4   authentication failed
@@ -158,8 +159,12 @@ def _run_notify(
         log.error("error: %s", exc, exc_info=debug)
         return exc.status
     except KeyboardInterrupt:
-        log.error("interrupted")
+        log.error("error: interrupted")
         return ExitStatus.TIMEOUT
+    except Exception as exc:  # a bug, not a user error: still one line unless --debug
+        log.error("error: internal error: %s: %s (rerun with --debug)", type(exc).__name__, exc,
+                  exc_info=debug)
+        return ExitStatus.INTERNAL
     for outcome in report.outcomes:
         if outcome.failed:
             log.error("error: %s", outcome.reason)

@@ -7,6 +7,7 @@ class ExitStatus(IntEnum):
     """What `cvsmsg` tells its caller. CVS ignores it; scripts and admins don't."""
 
     OK = 0  # delivered to every recipient
+    INTERNAL = 1  # a bug in cvsmsg; the message says to rerun with --debug
     USAGE = 2  # bad command line, unreadable --file, empty message
     CONFIG = 3  # missing/invalid config, unreadable or exposed password
     AUTH = 4  # the server refused our credentials

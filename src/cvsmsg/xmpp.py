@@ -21,7 +21,7 @@ from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream import ET
 
 from cvsmsg.config import Config
-from cvsmsg.errors import AuthError, ConnectError, CvsmsgError, RecipientError
+from cvsmsg.errors import AuthError, ConfigError, ConnectError, CvsmsgError, RecipientError
 from cvsmsg.policy import PresenceView
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def make_ssl_context(cfg: Config) -> ssl.SSLContext:
         try:
             ctx.load_verify_locations(cafile=str(cfg.ca_file))
         except (OSError, ssl.SSLError) as exc:
-            raise CvsmsgError(f"cannot load ca_file {cfg.ca_file}: {exc}") from None
+            raise ConfigError(f"cannot load ca_file {cfg.ca_file}: {exc}") from None
     if not cfg.tls_verify:
         log.warning("TLS certificate verification is OFF (tls_verify = false)")
         ctx.check_hostname = False
@@ -58,6 +58,13 @@ def _ssl_reason(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return exc.verify_message or str(exc)
     return getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+
+
+def _os_reason(exc: OSError) -> str:
+    """`Connection refused` rather than asyncio's `Connect call failed ('127.0.0.1', 5222)`."""
+    if exc.errno:
+        return os.strerror(exc.errno)
+    return exc.strerror or str(exc) or type(exc).__name__
 
 
 class XmppSession:
@@ -93,11 +100,13 @@ class XmppSession:
         cfg = self.cfg
         # A fresh resource per run: parallel runs must not kick each other off (<conflict/>).
         resource = f"cvsmsg-{os.getpid()}-{secrets.token_hex(3)}"
-        client = slixmpp.ClientXMPP(
-            f"{cfg.jid}/{resource}", cfg.password, ssl_context=make_ssl_context(cfg)
-        )
-        if client.boundjid.bare != cfg.jid or not client.boundjid.user:
-            raise CvsmsgError(f"invalid jid {cfg.jid!r} in the configuration")
+        try:
+            jid = slixmpp.JID(f"{cfg.jid}/{resource}")
+        except slixmpp.InvalidJID as exc:
+            raise ConfigError(f"invalid jid {cfg.jid!r} in the configuration: {exc}") from None
+        if not jid.user or "/" in cfg.jid:
+            raise ConfigError(f"invalid jid {cfg.jid!r} in the configuration: use user@domain")
+        client = slixmpp.ClientXMPP(jid, cfg.password, ssl_context=make_ssl_context(cfg))
         client.enable_plaintext = False
         client.enable_direct_tls = cfg.tls == "direct"
         client.enable_starttls = cfg.tls == "starttls"
@@ -109,6 +118,19 @@ class XmppSession:
         # XEP-0198 acks tell us the server has the message. window=0: we ask for the ack
         # ourselves once the queue is written; no resumption, runs are short.
         client.register_plugin("xep_0198", {"window": 0, "allow_resume": False})
+
+        # slixmpp's `disconnected` event drops the reason asyncio gives connection_lost; a
+        # failed certificate check during STARTTLS arrives only there.
+        original_connection_lost = client.connection_lost
+
+        def connection_lost(exc: BaseException | None) -> None:
+            if isinstance(exc, ssl.SSLError):
+                self._on_ssl_invalid(exc)
+            elif isinstance(exc, OSError):
+                self._last_connect_error = _os_reason(exc)
+            original_connection_lost(exc)
+
+        client.connection_lost = connection_lost  # type: ignore[method-assign]
 
         on = client.add_event_handler
         on("connected", lambda _e: self._set_phase("negotiating TLS and authenticating"))
@@ -144,7 +166,9 @@ class XmppSession:
         if isinstance(error, ssl.SSLError):
             self._fail(ConnectError(f"TLS failed with {self._where()}: {_ssl_reason(error)}"))
             return
-        self._last_connect_error = getattr(error, "strerror", None) or str(error)
+        self._last_connect_error = (
+            _os_reason(error) if isinstance(error, OSError) else str(error)
+        )
 
     def _on_reconnect_delay(self, _delay: Any) -> None:
         # slixmpp would retry forever; one full pass over the addresses is our answer.
@@ -175,7 +199,9 @@ class XmppSession:
     def _on_disconnected(self, _reason: Any) -> None:
         if self._closing:
             return
-        detail = f" ({self._stream_error})" if self._stream_error else ""
+        detail = f" ({self._stream_error or self._last_connect_error})" if (
+            self._stream_error or self._last_connect_error
+        ) else ""
         if self._stream_error.startswith("policy-violation") and self._started.done():
             # Prosody's answer to a stanza over c2s_stanza_size_limit (or a rate limit).
             self._fail(RecipientError(

@@ -140,10 +140,11 @@ VirtualHost "{self.domain}"
 
     def write_cvsmsg_config(self, path: Path, jid: str, password: str, **extra: object) -> Path:
         """A cvsmsg config (mode 0600) pointing at this server and trusting its CA."""
+        server = extra.pop("server", f"127.0.0.1:{self.port}")
         lines = [
             f'jid = "{jid}"',
             f'password = "{password}"',
-            f'server = "127.0.0.1:{self.port}"',
+            f'server = "{server}"',
             f'ca_file = "{self.ca}"',
         ]
         for key, value in extra.items():
