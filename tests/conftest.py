@@ -100,13 +100,16 @@ def person(
     """Factory: a registered person, online with `show`, mutual contact of the bot by default."""
     people: list[Person] = []
 
-    def make(show: str | None = "", *, friend: bool = True, name: str = "user") -> Person:
+    def make(
+        show: str | None = "", *, friend: bool = True, name: str = "user",
+        auto_accept: bool = True,
+    ) -> Person:
         user = unique(name)
         password = "pw-" + user
         jid = prosody.register(user, password)
         p = Person(loops, jid, password, prosody.port, prosody.ca)
         people.append(p)
-        p.online(show or "")
+        p.online(show or "", auto_accept=auto_accept)
         if friend:
             befriend(loops, bot.jid, bot.password, p)
         if show is None:

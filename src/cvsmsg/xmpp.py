@@ -19,6 +19,8 @@ from typing import Any
 import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream import ET
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
 
 from cvsmsg.config import Config
 from cvsmsg.errors import AuthError, ConfigError, ConnectError, CvsmsgError, RecipientError
@@ -130,7 +132,7 @@ class XmppSession:
                 self._last_connect_error = _os_reason(exc)
             original_connection_lost(exc)
 
-        client.connection_lost = connection_lost  # type: ignore[method-assign]
+        client.connection_lost = connection_lost  # type: ignore[method-assign,assignment]
 
         on = client.add_event_handler
         on("connected", lambda _e: self._set_phase("negotiating TLS and authenticating"))
@@ -363,19 +365,21 @@ class XmppSession:
         await self._race(client.waiting_queue.join())
         sm = client.plugin.get("xep_0198", None)
         if sm is not None and sm.enabled_out and sm.enabled_in:
-            if sm.unacked_queue:
-                acked = asyncio.Event()
-
-                def on_acked(_stanza: Any) -> None:
-                    if not sm.unacked_queue:
-                        acked.set()
-
-                client.add_event_handler("stanza_acked", on_acked)
-                try:
+            # Every <a/> wakes us, even one that acknowledges nothing new (no stanza_acked
+            # event then): Prosody may answer <r/> while a stanza is still being handled.
+            answered = asyncio.Event()
+            handler = Callback(
+                "cvsmsg ack", MatchXPath(sm.stanza.Ack.tag_name()), lambda _a: answered.set()
+            )
+            client.register_handler(handler)
+            try:
+                while sm.unacked_queue:
+                    answered.clear()
                     sm.request_ack()
-                    await self._race(acked.wait())
-                finally:
-                    client.del_event_handler("stanza_acked", on_acked)
+                    await self._race(answered.wait())
+                    await asyncio.sleep(0)  # let the plugin's own ack handler run first
+            finally:
+                client.remove_handler(handler.name)
         else:
             await self._race(self._ping_server())
 
