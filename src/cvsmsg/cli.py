@@ -63,12 +63,18 @@ def _read_message(file: Path | None, stdin: IO[bytes]) -> bytes:
     if file is not None and str(file) != "-":
         try:
             with file.open("rb") as fh:
-                return fh.read(MAX_INPUT_BYTES)
+                data = fh.read(MAX_INPUT_BYTES + 1)
         except OSError as exc:
             raise UsageError(f"cannot read --file {file}: {exc.strerror}") from None
-    if stdin.isatty():
+    elif stdin.isatty():
         raise UsageError("no message: pipe the text on stdin or use --file PATH")
-    return stdin.read(MAX_INPUT_BYTES)
+    else:
+        data = stdin.read(MAX_INPUT_BYTES + 1)
+    if len(data) > MAX_INPUT_BYTES:
+        log.warning("input is larger than %d MiB: only that much was read",
+                    MAX_INPUT_BYTES // (1024 * 1024))
+        data = data[:MAX_INPUT_BYTES]
+    return data
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -84,7 +84,7 @@ def _chunks(text: str, budget: int) -> list[str]:
         size += line_size
     if current:
         chunks.append("".join(current))
-    return [c.rstrip("\n") or c for c in chunks]
+    return chunks  # exact pieces: joined, they give back the text
 
 
 def split_message(

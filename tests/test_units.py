@@ -1,0 +1,200 @@
+"""The pure parts, without a network: decision, recipients, message hygiene, config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cvsmsg.config import load_config
+from cvsmsg.cvs import normalize_recipient, parse_notify
+from cvsmsg.errors import ConfigError, RecipientError, UsageError
+from cvsmsg.message import clean_text, split_message, wire_size
+from cvsmsg.policy import PresenceView, decide
+from cvsmsg.redact import RedactingFilter
+
+DND = frozenset({"dnd"})
+
+
+# -- policy ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("resources", "deliver", "reason"),
+    [
+        ({"desk": ""}, True, "available"),
+        ({"desk": "chat"}, True, "chat"),
+        ({"desk": "away", "phone": "xa"}, True, "away, xa"),
+        ({"desk": "dnd"}, False, "dnd (resource desk)"),
+        ({"desk": "", "phone": "dnd"}, False, "dnd (resource phone)"),
+        ({}, False, "offline"),
+    ],
+)
+def test_decide(resources, deliver, reason):
+    decision = decide(PresenceView(resources), DND)
+    assert (decision.deliver, decision.reason) == (deliver, reason)
+
+
+def test_decide_invisible_is_not_offline():
+    decision = decide(PresenceView({}, visible=False), DND)
+    assert not decision.deliver
+    assert decision.reason.startswith("presence not visible")
+
+
+def test_decide_configurable_shows():
+    assert not decide(PresenceView({"d": "xa"}), frozenset({"dnd", "xa"})).deliver
+    assert decide(PresenceView({"d": "dnd"}), frozenset()).deliver
+
+
+# -- recipients ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("alice@example.org", "alice@example.org"),
+        ("alice@example.org \r", "alice@example.org"),
+        ("  Alice@Example.ORG.", "alice@example.org"),
+        ("xmpp:alice@example.org", "alice@example.org"),
+        ("alice@example.org/laptop", "alice@example.org"),
+        ("dave", "dave@cvs.example"),
+    ],
+)
+def test_normalize_recipient(value, expected):
+    assert normalize_recipient(value, "cvs.example") == expected
+
+
+@pytest.mark.parametrize("value", ["", " \r", "a b@x", "a@b@c", "@x", "a@", "<a>@x", "a@x y"])
+def test_invalid_recipients(value):
+    with pytest.raises(RecipientError):
+        normalize_recipient(value, "cvs.example")
+
+
+def test_parse_notify():
+    text = "proj/sub s.txt\n---\nTriggered edit watch on /srv/cvsroot/proj\nBy bob\n"
+    notice = parse_notify(text)
+    assert notice is not None
+    assert (notice.path, notice.kind, notice.repository, notice.by) == (
+        "proj/sub s.txt", "edit", "/srv/cvsroot/proj", "bob"
+    )
+    assert parse_notify("hello") is None
+
+
+# -- message hygiene ----------------------------------------------------------------------
+
+
+def test_clean_text():
+    assert clean_text(b"\xef\xbb\xbfa\r\nb\x07\n\n") == "a\nb"
+    with pytest.raises(UsageError, match="empty"):
+        clean_text(b"\n \t\n")
+    with pytest.raises(UsageError, match="binary"):
+        clean_text(b"a\x00b")
+
+
+def test_split_keeps_text_and_fits():
+    text = "\n".join("é<&>" * 50 for _ in range(400))
+    parts = split_message("S", text, 16384, 100)
+    assert "".join(p.body for p in parts) == text
+    assert all(wire_size(p.body) + wire_size(p.subject) < 16384 - 1024 for p in parts)
+    assert parts[0].subject == f"S (part 1/{len(parts)})"
+
+
+def test_split_one_long_line():
+    text = "y" * 50000
+    parts = split_message("S", text, 8192, 100)
+    assert "".join(p.body for p in parts) == text
+    assert len(parts) > 5
+
+
+def test_small_message_is_one_part():
+    assert [(p.subject, p.body) for p in split_message("S", "hi", 262144, 10)] == [("S", "hi")]
+
+
+# -- config -------------------------------------------------------------------------------
+
+
+def write(path: Path, text: str, mode: int = 0o600) -> Path:
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def test_config_precedence(tmp_path):
+    cfg_file = write(tmp_path / "c.toml", 'jid = "a@x"\npassword = "p"\nsubject = "file"\n')
+    cfg = load_config(cfg_file, env={"CVSMSG_JID": "b@x"}, overrides={"subject": "cli"})
+    assert (cfg.jid, cfg.password, cfg.subject) == ("b@x", "p", "cli")
+    cfg = load_config(cfg_file, env={"CVSMSG_PASSWORD": "envpw"})
+    assert cfg.password == "envpw"
+
+
+def test_config_from_env_variable_path(tmp_path):
+    cfg_file = write(tmp_path / "c.toml", 'jid = "a@x"\npassword = "p"\ntimeout = 3\n')
+    assert load_config(None, env={"CVSMSG_CONFIG": str(cfg_file)}).timeout == 3.0
+
+
+def test_config_defaults(tmp_path):
+    cfg = load_config(write(tmp_path / "c.toml", 'jid = "a@x"\npassword = "p"\n'), env={})
+    assert cfg.subject == "CVS Watch Alarm"
+    assert cfg.withhold_show == frozenset({"dnd"})
+    assert cfg.timeout == 10.0
+    assert cfg.message_type == "normal"
+    assert cfg.server_address is None
+    assert cfg.tls_verify
+
+
+@pytest.mark.parametrize(
+    ("server", "tls", "address"),
+    [
+        ("xmpp.example", "starttls", ("xmpp.example", 5222)),
+        ("xmpp.example", "direct", ("xmpp.example", 5223)),
+        ("xmpp.example:5333", "starttls", ("xmpp.example", 5333)),
+        ("[::1]:5333", "starttls", ("::1", 5333)),
+        ("[::1]", "starttls", ("::1", 5222)),
+    ],
+)
+def test_server_address(tmp_path, server, tls, address):
+    cfg_file = write(
+        tmp_path / "c.toml", f'jid = "a@x"\npassword = "p"\nserver = "{server}"\ntls = "{tls}"\n'
+    )
+    assert load_config(cfg_file, env={}).server_address == address
+
+
+def test_password_is_not_in_repr(tmp_path):
+    cfg = load_config(write(tmp_path / "c.toml", 'jid = "a@x"\npassword = "sekrit"\n'), env={})
+    assert "sekrit" not in repr(cfg)
+
+
+def test_two_password_sources_refused(tmp_path):
+    cfg_file = write(tmp_path / "c.toml", 'jid = "a@x"\npassword = "p"\npassword_file = "f"\n')
+    with pytest.raises(ConfigError, match="set only one of password, password_file"):
+        load_config(cfg_file, env={})
+
+
+def test_relative_password_file_is_next_to_config(tmp_path):
+    write(tmp_path / "secret", "pw\n")
+    cfg_file = write(tmp_path / "c.toml", 'jid = "a@x"\npassword_file = "secret"\n', 0o644)
+    assert load_config(cfg_file, env={}).password == "pw"
+
+
+def test_missing_ca_file(tmp_path):
+    cfg_file = write(tmp_path / "c.toml", 'jid = "a@x"\npassword = "p"\nca_file = "nope.pem"\n')
+    with pytest.raises(ConfigError, match=r"ca_file .*nope\.pem does not exist"):
+        load_config(cfg_file, env={})
+
+
+# -- redaction ----------------------------------------------------------------------------
+
+
+def test_redacting_filter():
+    import logging
+
+    record = logging.LogRecord(
+        "x", logging.DEBUG, __file__, 1,
+        'SEND: <auth xmlns="urn:ietf:params:xml:ns:xmpp-sasl" mechanism="PLAIN">AGJvdABzZWNyZXQ='
+        "</auth> and hunter2", None, None,
+    )
+    RedactingFilter(["hunter2"]).filter(record)
+    assert record.getMessage() == (
+        'SEND: <auth xmlns="urn:ietf:params:xml:ns:xmpp-sasl" mechanism="PLAIN">[redacted]'
+        "</auth> and [redacted]"
+    )
