@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: all deps venv test lint demo bench clean
+.PHONY: all deps venv test lint demo clean
 all: test
 
 deps:
@@ -20,7 +20,7 @@ $(BIN)/cvsmsg: pyproject.toml
 venv: $(BIN)/cvsmsg
 
 lint: venv
-	$(BIN)/ruff check src tests scripts bench
+	$(BIN)/ruff check src tests scripts
 	$(BIN)/mypy
 
 test: deps venv lint
@@ -28,9 +28,6 @@ test: deps venv lint
 
 demo: deps venv
 	$(BIN)/python scripts/demo.py
-
-bench: deps venv
-	$(BIN)/python bench/notify_bench.py
 
 clean:
 	rm -rf $(VENV) demo-run build src/*.egg-info
