@@ -134,3 +134,36 @@ def test_max_stanza_bytes_splits_to_fit_the_server(small_pair, tmp_path):
     msgs = alice.settle()
     assert len(msgs) >= 4
     assert "".join(m.body for m in msgs) == text
+
+
+# -- a server without stream management or ping: the round trip still confirms -----------
+
+
+@pytest.fixture(scope="module")
+def plain_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prosody]:
+    server = Prosody(
+        tmp_path_factory.mktemp("plain-prosody"),
+        modules=("roster", "saslauth", "tls", "disco", "posix"),
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_without_stream_management_a_round_trip_confirms(plain_server, loops, tmp_path):
+    name, user = unique("bot"), unique("user")
+    bot_jid = plain_server.register(name, "pw-" + name)
+    config = plain_server.write_cvsmsg_config(tmp_path / "c.toml", bot_jid, "pw-" + name)
+    jid = plain_server.register(user, "pw-" + user)
+    alice = Person(loops, jid, "pw-" + user, plain_server.port, plain_server.ca).online("")
+    befriend(loops, bot_jid, "pw-" + name, alice)
+    bot = Bot(bot_jid, "pw-" + name, config, plain_server)
+    result = bot.run("--debug", alice.jid)
+    assert result.returncode == 0, result.stderr
+    assert "urn:xmpp:sm:3" not in result.stderr  # the server offered no XEP-0198
+    sent = [line for line in result.stderr.splitlines() if "SEND: <" in line]
+    message_at = next(i for i, line in enumerate(sent) if "SEND: <message" in line)
+    assert any("urn:xmpp:ping" in line for line in sent[message_at + 1:])
+    [msg] = alice.settle()
+    assert msg.body == "proj a.txt\n---\nTriggered edit watch on /cvs/proj\nBy bob"
+    alice.offline()

@@ -322,17 +322,15 @@ class XmppSession:
         return True
 
     async def presence_of(self, jids: Iterable[str]) -> dict[str, PresenceView]:
-        """Presence views for `jids`, waiting a bounded grace for contacts on other domains.
+        """Presence views for `jids`, waiting a bounded grace for any not heard from yet.
 
-        Local contacts are complete after the round trip in `open`; remote servers answer
-        probes asynchronously (RFC 6121 §4.3), so we wait for them, at most `presence_grace`.
+        Prosody delivers local contacts' presence (or an `unavailable` for offline ones)
+        before answering the round trip in `open`, but RFC 6121 §4.3 leaves probe answers
+        asynchronous: remote servers, and other servers' local handling, may answer later.
+        So a visible contact we have not heard from gets at most `presence_grace` seconds.
         """
-        own_domain = self.client.boundjid.domain
         jids = list(jids)
-        pending = {
-            j for j in jids
-            if j.partition("@")[2] != own_domain and self.can_see(j) and j not in self._heard
-        }
+        pending = {j for j in jids if self.can_see(j) and j not in self._heard}
         if pending:
             self._set_phase(f"waiting for the presence of {', '.join(sorted(pending))}")
             loop = asyncio.get_running_loop()
@@ -345,6 +343,9 @@ class XmppSession:
                     )
                 except TimeoutError:
                     break
+            if pending - self._heard:
+                log.info("no presence from %s within %g s: treated as offline",
+                         ", ".join(sorted(pending - self._heard)), self.cfg.presence_grace)
         return {
             j: PresenceView(dict(self._resources.get(j, {})), visible=self.can_see(j))
             for j in jids

@@ -55,6 +55,9 @@ class Prosody:
     port: int = field(default_factory=free_port)
     tls_port: int = field(default_factory=free_port)
     extra_config: str = ""
+    modules: tuple[str, ...] = (
+        "roster", "saslauth", "tls", "disco", "ping", "posix", "smacks", "offline"
+    )
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -87,7 +90,7 @@ s2s_ports = {{}}
 http_ports = {{}}
 https_ports = {{}}
 modules_disabled = {{ "s2s" }}
-modules_enabled = {{ "roster"; "saslauth"; "tls"; "disco"; "ping"; "posix"; "smacks"; "offline" }}
+modules_enabled = {{ {"; ".join(f'"{m}"' for m in self.modules)} }}
 c2s_require_encryption = true
 allow_registration = false
 authentication = "internal_hashed"
