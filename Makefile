@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: all deps venv test lint demo clean
+.PHONY: all deps venv test lint demo bench clean
 all: test
 
 deps:
@@ -20,7 +20,7 @@ $(BIN)/cvsmsg: pyproject.toml
 venv: $(BIN)/cvsmsg
 
 lint: venv
-	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff check src tests scripts bench
 	$(BIN)/mypy
 
 test: deps venv lint
@@ -28,6 +28,10 @@ test: deps venv lint
 
 demo: deps venv
 	$(BIN)/python scripts/demo.py
+
+# cvsmsg beside go-sendxmpp and sendxmpp, one run, same server (installs the peers)
+bench: deps venv
+	$(BIN)/python bench/notify_bench.py
 
 clean:
 	rm -rf $(VENV) demo-run build src/*.egg-info
