@@ -8,13 +8,18 @@ stdout would be the CVS protocol).
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
-from tests.harness.cvsrepo import CvsRepo, CvsResult, notify_line
+from tests.harness.cvsrepo import METHODS, CvsRepo, CvsResult, cvsmsg_script, notify_line
 
-# What CVS says when something on the notify command's stdout corrupted the protocol,
-# or when the operation itself gave up.
-PROTOCOL_TROUBLE = (
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+# What CVS says when the notify command's stdout corrupted the client/server protocol or
+# the operation gave up (also on SIGPIPE), and what a crashing cvsmsg would print.
+TROUBLE = (
     "unrecognized response",
     "protocol error",
     "aborted",
@@ -22,7 +27,7 @@ PROTOCOL_TROUBLE = (
 )
 
 
-@pytest.fixture(params=["local", "fork"])
+@pytest.fixture(params=METHODS)
 def method(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -31,8 +36,10 @@ def method(request: pytest.FixtureRequest) -> str:
 def make_repo(tmp_path, method):
     """Factory, called inside the test: a missing cvs binary fails the test, never skips."""
 
-    def make(config, users: dict[str, str]) -> CvsRepo:
+    def make(config, users: dict[str, str], people: tuple[str, ...] = ("alice", "bob")
+             ) -> CvsRepo:
         repo = CvsRepo(tmp_path / "cvs", method).create()
+        repo.checkout_all(*people)
         repo.install_notify(notify_line(config), users)
         return repo
 
@@ -49,7 +56,7 @@ def assert_clean(result: CvsResult) -> None:
     """The cvs operation succeeded and nothing disturbed the client/server protocol."""
     assert result.returncode == 0, result.stderr
     assert result.stdout == "", f"unexpected stdout from cvs {result.args}: {result.stdout!r}"
-    for marker in PROTOCOL_TROUBLE:
+    for marker in TROUBLE:
         assert marker not in result.stderr, result.stderr
 
 
@@ -63,7 +70,8 @@ def test_edit_notifies_available_watcher(bot, person, make_repo, method):
     result = bob.cvs("edit", "a.txt")
 
     assert_clean(result)
-    assert f"cvsmsg: delivered to {alice.jid}: available" in result.stderr
+    # cvsmsg's one line is all the user sees, under :fork: too (stderr is not the protocol).
+    assert result.stderr == f"cvsmsg: delivered to {alice.jid}: available\n"
     msgs = alice.settle()
     assert len(msgs) == 1, msgs
     msg = msgs[0]
@@ -84,7 +92,8 @@ def test_edit_withheld_from_dnd_watcher(bot, person, make_repo, method):
     result = bob.cvs("edit", "a.txt")
 
     assert_clean(result)
-    assert f"cvsmsg: withheld from {alice.jid}: dnd" in result.stderr
+    assert result.stderr.startswith(f"cvsmsg: withheld from {alice.jid}: dnd"), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
     assert alice.settle() == []
     assert (bob.path / "a.txt").stat().st_mode & 0o200, "cvs edit did not make a.txt writable"
 
@@ -101,7 +110,7 @@ def test_commit_notifies_commit_watcher(bot, person, make_repo, method):
     result = bob.cvs("commit", "-m", "second line")
 
     assert result.returncode == 0, result.stderr
-    for marker in PROTOCOL_TROUBLE:
+    for marker in TROUBLE:
         assert marker not in result.stderr, result.stderr
     assert "cvsmsg" not in result.stdout
     assert f"cvsmsg: delivered to {alice.jid}" in result.stderr
@@ -133,7 +142,7 @@ def test_watcher_without_users_entry_gets_default_domain(bot, person, prosody, t
     cvs_name = alice.jid.partition("@")[0]
     config = prosody.write_cvsmsg_config(tmp_path / "domain.toml", bot.jid, bot.password,
                                          default_domain=prosody.domain)
-    repo = make_repo(config, {"someone-else": "nobody@example.invalid"})
+    repo = make_repo(config, {"someone-else": "nobody@example.invalid"}, (cvs_name, "bob"))
     repo.watcher(cvs_name)
     bob = repo.checkout("bob")
 
@@ -142,3 +151,41 @@ def test_watcher_without_users_entry_gets_default_domain(bot, person, prosody, t
     assert_clean(result)
     assert f"cvsmsg: delivered to {alice.jid}" in result.stderr
     assert [m.body for m in alice.settle()] == [notice(repo, "edit", "bob", "b.txt")]
+
+
+def test_broken_config_never_breaks_cvs_edit(tmp_path, make_repo, method):
+    """cvsmsg's own failure is one line on stderr; the edit is still recorded."""
+    missing = tmp_path / "missing.toml"
+    repo = make_repo(missing, {"alice": "alice@localhost"})
+    repo.watcher("alice")
+    bob = repo.checkout("bob")
+
+    result = bob.cvs("edit", "a.txt")
+
+    assert_clean(result)
+    assert result.stderr.strip() == (
+        f"cvsmsg: error: config file {missing} does not exist or is not a file"
+    )
+    editors = bob.cvs("editors", "a.txt").stdout
+    assert editors.startswith("a.txt\tbob\t"), editors
+
+
+def test_example_files_work_as_shipped(bot, person, tmp_path, method):
+    """examples/notify verbatim (`ALL cvsmsg notify %s`, cvsmsg on PATH, config from
+    $CVSMSG_CONFIG) and examples/users with alice's real address: comments are inert."""
+    alice = person("")
+    path = os.pathsep.join([str(cvsmsg_script().parent), "/usr/local/bin", "/usr/bin", "/bin"])
+    repo = CvsRepo(tmp_path / "cvs", method,
+                   extra_env={"PATH": path, "CVSMSG_CONFIG": str(bot.config)}).create()
+    repo.checkout_all("alice", "bob")
+    users = (EXAMPLES / "users").read_text().replace("alice@example.org", alice.jid)
+    repo.admin_commit({"notify": (EXAMPLES / "notify").read_bytes(), "users": users.encode()},
+                      "cvsmsg from the examples")
+    repo.watcher("alice")
+    bob = repo.checkout("bob")
+
+    result = bob.cvs("edit", "a.txt")
+
+    assert_clean(result)
+    assert result.stderr == f"cvsmsg: delivered to {alice.jid}: available\n"
+    assert [m.body for m in alice.settle()] == [notice(repo, "edit", "bob")]

@@ -64,7 +64,9 @@ def test_normalize_recipient(value, expected):
     assert normalize_recipient(value, "cvs.example") == expected
 
 
-@pytest.mark.parametrize("value", ["", " \r", "a b@x", "a@b@c", "@x", "a@", "<a>@x", "a@x y"])
+@pytest.mark.parametrize(
+    "value", ["", " \r", "a b@x", "a@b@c", "@x", "a@", "<a>@x", "a@x y", "xmpp", "XMPP "]
+)
 def test_invalid_recipients(value):
     with pytest.raises(RecipientError):
         normalize_recipient(value, "cvs.example")

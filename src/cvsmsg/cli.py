@@ -70,8 +70,10 @@ def _read_message(file: Path | None, stdin: IO[bytes]) -> bytes:
         raise UsageError("no message: pipe the text on stdin or use --file PATH")
     else:
         data = stdin.read(MAX_INPUT_BYTES + 1)
+        while len(data) > MAX_INPUT_BYTES and stdin.read(1 << 20):
+            pass  # drain to EOF: the writer must never see a broken pipe
     if len(data) > MAX_INPUT_BYTES:
-        log.warning("input is larger than %d MiB: only that much was read",
+        log.warning("input is larger than %d MiB: only that much was used",
                     MAX_INPUT_BYTES // (1024 * 1024))
         data = data[:MAX_INPUT_BYTES]
     return data
@@ -145,6 +147,10 @@ def _run_notify(
     debug: bool,
 ) -> ExitStatus:
     try:
+        # Read the whole message before anything can fail: a notify command that exits
+        # without reading its stdin can make CVS die of SIGPIPE and abort `cvs edit`.
+        raw = _read_message(file, sys.stdin.buffer)
+
         from cvsmsg.config import load_config
 
         overrides: dict[str, Any] = {
@@ -156,7 +162,7 @@ def _run_notify(
 
         from cvsmsg.message import clean_text
 
-        text = clean_text(_read_message(file, sys.stdin.buffer))
+        text = clean_text(raw)
 
         from cvsmsg.app import notify as run
 

@@ -26,6 +26,12 @@ def normalize_recipient(value: str, default_domain: str | None) -> str:
         raise RecipientError("empty recipient address (check CVSROOT/users)")
     if re.search(r"[\s\"&'<>]", address) or address.count("@") > 1:
         raise RecipientError(f"invalid recipient address {address!r}")
+    if address.lower() == "xmpp":
+        # `alice:xmpp:alice@example.org` in CVSROOT/users: CVS cut the value at the ':'.
+        raise RecipientError(
+            "recipient 'xmpp' is an xmpp: URI cut short by CVS at the ':': "
+            "write the bare JID (alice:alice@example.org) in CVSROOT/users"
+        )
     if "@" not in address:
         if not default_domain:
             raise RecipientError(

@@ -13,7 +13,8 @@ import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 METHODS = ("local", "fork")
@@ -47,11 +48,13 @@ def cvsmsg_script() -> Path:
 def notify_line(config: Path, *args: str, regex: str = "ALL") -> str:
     """A CVSROOT/notify line running cvsmsg by absolute path with `--config`.
 
-    CVS runs the command with `sh -c`, so shell quoting protects odd paths; `%s` is left
-    for CVS to fill with the watcher's address.
+    CVS runs the command with `sh -c`, so shell quoting protects odd paths; a literal `%`
+    must be doubled (CVS expands `%s`, `%p`, ... and turns `%%` into `%`). The final `%s`
+    is left for CVS to fill with the watcher's address.
     """
     words = [str(cvsmsg_script()), "notify", "--config", str(config), *args]
-    return f"{regex} {' '.join(shlex.quote(w) for w in words)} %s"
+    quoted = " ".join(shlex.quote(w).replace("%", "%%") for w in words)
+    return f"{regex} {quoted} %s"
 
 
 @dataclass
@@ -98,6 +101,9 @@ class CvsRepo:
     base: Path
     method: str = "local"
     module: str = "proj"
+    # Passed to every cvs call (and so to the notify command): e.g. CVSMSG_CONFIG, or a
+    # PATH that finds `cvsmsg` the way an installed system would.
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -121,7 +127,7 @@ class CvsRepo:
         return path
 
     def env(self, user: str) -> dict[str, str]:
-        """A clean environment naming `user`; PATH finds `cvs server` for `:fork:`."""
+        """A clean environment naming `user`, plus `extra_env`; `CVS_SERVER` is absolute."""
         path_dirs = [str(Path(self.binary).parent), "/usr/local/bin", "/usr/bin", "/bin"]
         return {
             "PATH": ":".join(dict.fromkeys(path_dirs)),
@@ -131,6 +137,7 @@ class CvsRepo:
             "CVSROOT": self.cvsroot,
             "CVS_SERVER": self.binary,
             "LC_ALL": "C.UTF-8",
+            **self.extra_env,
         }
 
     def cvs(
@@ -160,7 +167,7 @@ class CvsRepo:
     def create(self, files: dict[str, str] | None = None) -> CvsRepo:
         """`cvs init`, then import the module with `files` (relative path -> text)."""
         self.base.mkdir(parents=True, exist_ok=True)
-        # `init` only understands a local path; the module then goes in by `method`.
+        # The repository is made in place; everything after it goes through `method`.
         self.cvs("-d", str(self.root), "init", user=ADMIN, cwd=self.base)
         source = self.base / "import-src"
         for rel, text in (files or DEFAULT_FILES).items():
@@ -214,6 +221,19 @@ class CvsRepo:
             return wc
         self.cvs("checkout", "-d", name, module, user=user, cwd=self.base)
         return WorkingCopy(self, user, path)
+
+    def checkout_all(self, *users: str) -> dict[str, WorkingCopy]:
+        """Working copies for the administrator (CVSROOT) and each of `users`, made at once.
+
+        CVS sleeps past the current second after writing files (timestamp granularity);
+        running the checkouts side by side pays that second once, not once per user.
+        """
+        with ThreadPoolExecutor(len(users) + 1) as pool:
+            admin = pool.submit(self.checkout, ADMIN, module="CVSROOT", name="admin-CVSROOT")
+            copies = {user: pool.submit(self.checkout, user) for user in users}
+            result = {ADMIN: admin.result()}
+            result.update((user, future.result()) for user, future in copies.items())
+        return result
 
     def watcher(self, user: str, *actions: str) -> WorkingCopy:
         """`user` checks out the module, turns watches on and adds a watch (all actions
