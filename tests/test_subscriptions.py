@@ -13,11 +13,15 @@ def test_request_stored_while_offline_is_accepted_and_asked_back(bot, person):
     assert alice.roster_subscription(bot.jid) == "none"
     first = bot.run("-v", alice.jid)
     assert f"accepted presence subscription from {alice.jid} and asked back" in first.stderr
-    # alice's client accepts the request cvsmsg sent back: the relation is mutual now
+    # alice's client accepts the request cvsmsg sent back: the relation is mutual now, and
+    # cvsmsg waited for her answer, so this very first notification reached her
     assert alice.roster_subscription(bot.jid) == "both"
+    assert first.returncode == 0, first.stderr
+    assert f"delivered to {alice.jid}: available" in first.stderr
+    assert len(alice.settle()) == 1
     second = bot.run(alice.jid)
     assert second.returncode == 0, second.stderr
-    assert any(m.sender == bot.jid for m in alice.settle())
+    assert len(alice.settle()) == 2
 
 
 def test_request_is_answered_even_when_not_a_recipient(bot, person):

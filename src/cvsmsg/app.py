@@ -68,6 +68,9 @@ async def _deliver(
     outcomes: list[Outcome] = []
     try:
         await session.open()
+        # Ask anyone whose presence we cannot see before waiting: if their client approves
+        # at once, this very notification can still be gated and delivered.
+        asked = {j for j in recipients if not session.can_see(j) and session.ask_presence(j)}
         views = await session.presence_of(recipients)
         decisions = {jid: decide(views[jid], cfg.withhold_show) for jid in recipients}
         to_send = [jid for jid in recipients if decisions[jid].deliver]
@@ -75,7 +78,7 @@ async def _deliver(
             if decisions[jid].deliver:
                 continue
             reason = decisions[jid].reason
-            if not views[jid].visible and session.ask_presence(jid):
+            if jid in asked and not views[jid].visible:
                 reason += f"; asked {jid} to share presence"
             outcomes.append(Outcome(jid, False, reason))
         if session.max_stanza_bytes < cfg.max_stanza_bytes:

@@ -88,6 +88,7 @@ class XmppSession:
         self.bounces: list[Bounce] = []
         self._resources: dict[str, dict[str, str]] = {}
         self._heard: set[str] = set()
+        self._asked: set[str] = set()  # asked to share presence during this session
         self._presence_event = asyncio.Event()
         self._failure: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -233,6 +234,10 @@ class XmppSession:
                 self._resources.get(bare, {}).pop(sender.resource, None)
             else:
                 self._resources.pop(bare, None)
+                if not self.can_see(bare):
+                    # Prosody answers our fresh `subscribe` with an unavailable from the
+                    # bare JID; without a subscription it says nothing about them yet.
+                    return
         elif ptype == "error":
             self._resources.pop(bare, None)
         else:
@@ -249,6 +254,7 @@ class XmppSession:
         # Accept and ask back, so the relation becomes mutual (RFC 6121 §3.1).
         self.client.send_presence(pto=who, ptype="subscribed")
         self.client.send_presence(pto=who, ptype="subscribe")
+        self._asked.add(who)
         log.info("accepted presence subscription from %s and asked back", who)
 
     def _on_unsubscribe(self, pres: Any) -> None:
@@ -316,9 +322,10 @@ class XmppSession:
     def ask_presence(self, jid: str) -> bool:
         """Ask `jid` to share presence unless a request is already pending; True if asked."""
         roster = self.client.client_roster
-        if roster.has_jid(jid) and roster[jid]["pending_out"]:
+        if jid in self._asked or (roster.has_jid(jid) and roster[jid]["pending_out"]):
             return False
         self.client.send_presence(pto=jid, ptype="subscribe")
+        self._asked.add(jid)
         return True
 
     async def presence_of(self, jids: Iterable[str]) -> dict[str, PresenceView]:
@@ -327,10 +334,14 @@ class XmppSession:
         Prosody delivers local contacts' presence (or an `unavailable` for offline ones)
         before answering the round trip in `open`, but RFC 6121 §4.3 leaves probe answers
         asynchronous: remote servers, and other servers' local handling, may answer later.
-        So a visible contact we have not heard from gets at most `presence_grace` seconds.
+        So a visible contact we have not heard from gets at most `presence_grace` seconds,
+        and so does one we asked to share presence in this session: a client that approves
+        at once makes the very first notification deliverable.
         """
         jids = list(jids)
-        pending = {j for j in jids if self.can_see(j) and j not in self._heard}
+        pending = {
+            j for j in jids if (self.can_see(j) or j in self._asked) and j not in self._heard
+        }
         if pending:
             self._set_phase(f"waiting for the presence of {', '.join(sorted(pending))}")
             loop = asyncio.get_running_loop()
