@@ -60,6 +60,17 @@ def test_two_resources_away_and_available_delivers(bot, person):
     assert sorted(m.resource for m in alice.settle()) == ["desk", "phone"]
 
 
+def test_negative_priority_resource_cannot_take_messages(bot, person):
+    alice = person("")
+    alice.online("", priority=-1)  # e.g. a bot or an "invisible" client of hers
+    result = bot.run(alice.jid)
+    assert result.returncode == 10, result.stderr
+    assert "online only with negative priority" in result.stderr
+    alice.online("", resource="laptop")
+    assert bot.run(alice.jid).returncode == 0
+    assert [m.resource for m in alice.settle()] == ["laptop"]
+
+
 def test_second_resource_gone_dnd_after_it_leaves(bot, person):
     alice = person("")
     alice.online("dnd", resource="phone")

@@ -41,6 +41,13 @@ def test_decide_invisible_is_not_offline():
     assert decision.reason.startswith("presence not visible")
 
 
+def test_decide_negative_priority():
+    view = PresenceView({"bot": "", "desk": "away"}, negative_priority=frozenset({"bot"}))
+    assert decide(view, DND).reason == "away"
+    only = PresenceView({"bot": ""}, negative_priority=frozenset({"bot"}))
+    assert not decide(only, DND).deliver
+
+
 def test_decide_configurable_shows():
     assert not decide(PresenceView({"d": "xa"}), frozenset({"dnd", "xa"})).deliver
     assert decide(PresenceView({"d": "dnd"}), frozenset()).deliver

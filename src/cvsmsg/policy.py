@@ -17,6 +17,9 @@ class PresenceView:
 
     resources: Mapping[str, str] = field(default_factory=dict)
     visible: bool = True
+    # Resources with a negative priority: RFC 6121 §8.5.2.1 keeps messages to the bare
+    # JID from them, so they do not count as "available" for delivery.
+    negative_priority: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -41,5 +44,8 @@ def decide(view: PresenceView, withhold_show: frozenset[str]) -> Decision:
     if blocking:
         res, show = blocking[0]
         return Decision(False, f"{show} (resource {res or '(bare)'})")
-    shows = sorted({show or "available" for show in view.resources.values()})
+    reachable = [res for res in view.resources if res not in view.negative_priority]
+    if not reachable:
+        return Decision(False, "online only with negative priority (cannot receive messages)")
+    shows = sorted({view.resources[res] or "available" for res in reachable})
     return Decision(True, ", ".join(shows))

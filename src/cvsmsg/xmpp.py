@@ -87,6 +87,7 @@ class XmppSession:
         self.phase = "starting"
         self.bounces: list[Bounce] = []
         self._resources: dict[str, dict[str, str]] = {}
+        self._negative: set[tuple[str, str]] = set()  # (bare, resource) with priority < 0
         self._heard: set[str] = set()
         self._asked: set[str] = set()  # asked to share presence during this session
         self._presence_event = asyncio.Event()
@@ -229,6 +230,11 @@ class XmppSession:
         if ptype in ("available", *_SHOWS):
             show = pres["show"] if pres["show"] in _SHOWS else ""
             self._resources.setdefault(bare, {})[sender.resource] = show
+            key = (bare, sender.resource)
+            if int(pres["priority"] or 0) < 0:
+                self._negative.add(key)
+            else:
+                self._negative.discard(key)
         elif ptype == "unavailable":
             if sender.resource:
                 self._resources.get(bare, {}).pop(sender.resource, None)
@@ -357,10 +363,12 @@ class XmppSession:
             if pending - self._heard:
                 log.info("no presence from %s within %g s: treated as offline",
                          ", ".join(sorted(pending - self._heard)), self.cfg.presence_grace)
-        return {
-            j: PresenceView(dict(self._resources.get(j, {})), visible=self.can_see(j))
-            for j in jids
-        }
+        return {j: self._view(j) for j in jids}
+
+    def _view(self, jid: str) -> PresenceView:
+        resources = dict(self._resources.get(jid, {}))
+        negative = frozenset(r for r in resources if (jid, r) in self._negative)
+        return PresenceView(resources, visible=self.can_see(jid), negative_priority=negative)
 
     def send(self, jid: str, subject: str, body: str, mtype: str) -> None:
         """Queue one message to a bare JID; `confirm` tells when the server has it."""

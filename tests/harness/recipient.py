@@ -74,7 +74,9 @@ class Person:
 
     # -- on the loop ---------------------------------------------------------------------
 
-    async def _connect(self, resource: str, show: str | None, auto_accept: bool) -> None:
+    async def _connect(
+        self, resource: str, show: str | None, auto_accept: bool, priority: int = 0
+    ) -> None:
         ctx = ssl.create_default_context(cafile=str(self.ca))
         client = slixmpp.ClientXMPP(f"{self.jid}/{resource}", self.password, ssl_context=ctx)
         client.enable_direct_tls = False
@@ -111,15 +113,15 @@ class Person:
         await asyncio.wait_for(started, 10)
         await client.get_roster(timeout=10)
         self.clients[resource] = client
-        await self._announce(resource, show)
+        await self._announce(resource, show, priority)
 
-    async def _announce(self, resource: str, show: str | None) -> None:
+    async def _announce(self, resource: str, show: str | None, priority: int = 0) -> None:
         client = self.clients[resource]
         if show is None:
             await asyncio.wait_for(client.disconnect(), 5)
             del self.clients[resource]
             return
-        client.send_presence(pshow=show or None)
+        client.send_presence(pshow=show or None, ppriority=priority or None)
         await self._roundtrip(client)
 
     @staticmethod
@@ -134,12 +136,14 @@ class Person:
 
     # -- from the test thread -------------------------------------------------------------
 
-    def online(self, show: str = "", resource: str = "desk", auto_accept: bool = True) -> Person:
+    def online(
+        self, show: str = "", resource: str = "desk", auto_accept: bool = True, priority: int = 0
+    ) -> Person:
         """Log a resource in with `show` ('' = available, or away/chat/dnd/xa)."""
         if resource in self.clients:
-            self.loops.run(self._announce(resource, show))
+            self.loops.run(self._announce(resource, show, priority))
         else:
-            self.loops.run(self._connect(resource, show, auto_accept))
+            self.loops.run(self._connect(resource, show, auto_accept, priority))
         return self
 
     def offline(self, resource: str | None = None) -> Person:
