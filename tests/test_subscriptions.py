@@ -24,14 +24,24 @@ def test_request_stored_while_offline_is_accepted_and_asked_back(bot, person):
     assert len(alice.settle()) == 2
 
 
-def test_request_is_answered_even_when_not_a_recipient(bot, person):
+def test_request_from_a_non_recipient_waits_for_an_announcing_run(bot, person, prosody,
+                                                                   tmp_path):
     alice = person("", friend=False)
     bob = person("")
     alice.send_presence(bot.jid, "subscribe")
-    result = bot.run(bob.jid)
+    # bob is visible: cvsmsg only probes him and stays invisible to everyone else, so the
+    # server keeps alice's request (it hands stored requests over on initial presence)
+    assert bot.run(bob.jid).returncode == 0
+    assert alice.roster_subscription(bot.jid) == "none"
+    # a run that announces (presence = "announce", or any run with a recipient whose
+    # presence cvsmsg cannot see, such as alice herself) answers it
+    config = prosody.write_cvsmsg_config(
+        tmp_path / "announce.toml", bot.jid, bot.password, presence="announce"
+    )
+    result = bot.run(bob.jid, config=config)
     assert result.returncode == 0, result.stderr
     assert alice.roster_subscription(bot.jid) == "both"
-    assert alice.settle() == []  # she was not a recipient of this notification
+    assert alice.settle() == []  # she was not a recipient of these notifications
 
 
 def _wait_for(predicate, timeout=5.0):

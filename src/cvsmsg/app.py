@@ -67,7 +67,9 @@ async def _deliver(
     session_box.append(session)
     outcomes: list[Outcome] = []
     try:
-        await session.open()
+        # Probe only the recipients (no presence broadcast to the whole roster) unless the
+        # configuration asks for the book's behaviour.
+        await session.open(probe=recipients if cfg.presence == "probe" else None)
         # Ask anyone whose presence we cannot see before waiting: if their client approves
         # at once, this very notification can still be gated and delivered.
         asked = {j for j in recipients if not session.can_see(j) and session.ask_presence(j)}

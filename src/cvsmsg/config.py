@@ -39,6 +39,7 @@ class Config:
     presence_grace: float = 2.0
     max_stanza_bytes: int = DEFAULT_MAX_STANZA
     max_parts: int = 10
+    presence: str = "probe"  # or "announce": initial presence on every run (the book's way)
     source: Path | None = None  # the file it came from, for messages
 
     @property
@@ -133,7 +134,7 @@ def _password_from_command(command: str) -> str:
 _KNOWN_KEYS = {
     "jid", "password", "password_file", "password_command", "server", "tls", "tls_verify",
     "ca_file", "default_domain", "subject", "type", "withhold_show", "timeout",
-    "presence_grace", "max_stanza_bytes", "max_parts",
+    "presence_grace", "max_stanza_bytes", "max_parts", "presence",
 }
 
 
@@ -213,6 +214,10 @@ def load_config(
     if mtype not in MESSAGE_TYPES:
         raise ConfigError(f"{where}: 'type' must be one of {', '.join(MESSAGE_TYPES)}")
 
+    presence = _expect(data, "presence", str, where) or "probe"
+    if presence not in ("probe", "announce"):
+        raise ConfigError(f"{where}: 'presence' must be \"probe\" or \"announce\"")
+
     withhold = _expect(data, "withhold_show", list, where)
     if withhold is None:
         withhold = ["dnd"]
@@ -249,5 +254,6 @@ def load_config(
         presence_grace=number("presence_grace", 2.0, 0.0),
         max_stanza_bytes=int(number("max_stanza_bytes", DEFAULT_MAX_STANZA, 4096)),
         max_parts=int(number("max_parts", 10, 1)),
+        presence=presence,
         source=path,
     )

@@ -70,6 +70,7 @@ class Person:
         self.clients: dict[str, slixmpp.ClientXMPP] = {}
         self.messages: list[Received] = []
         self.subscription_requests: list[str] = []
+        self.presences: list[tuple[str, str]] = []  # (sender bare JID, type) seen
         self._lock = threading.Lock()
 
     # -- on the loop ---------------------------------------------------------------------
@@ -101,6 +102,11 @@ class Person:
                                  resource)
                     )
 
+        def on_presence(pres: Any) -> None:
+            if pres["type"] in ("available", "unavailable", "away", "chat", "dnd", "xa"):
+                with self._lock:
+                    self.presences.append((pres["from"].bare, pres["type"]))
+
         def on_subscribe(pres: Any) -> None:
             with self._lock:
                 self.subscription_requests.append(pres["from"].bare)
@@ -109,6 +115,7 @@ class Person:
         client.add_event_handler("failed_all_auth", on_fail)
         client.add_event_handler("message", on_message)
         client.add_event_handler("presence_subscribe", on_subscribe)
+        client.add_event_handler("presence", on_presence)
         client.connect("127.0.0.1", self.port)
         await asyncio.wait_for(started, 10)
         await client.get_roster(timeout=10)

@@ -1,0 +1,53 @@
+"""A run must not flash the bot online/offline to its whole roster (probe, don't announce)."""
+
+from __future__ import annotations
+
+
+def bot_presence(person, bot_jid):
+    person.settle()
+    return [ptype for sender, ptype in person.presences if sender == bot_jid]
+
+
+def test_probe_run_sends_no_presence_to_other_contacts(bot, person):
+    alice = person("")  # the recipient
+    watcher = person("")  # another contact, subscribed to the bot's presence
+    before = len(bot_presence(watcher, bot.jid))
+    before_alice = len(bot_presence(alice, bot.jid))
+    for _ in range(3):
+        result = bot.run(alice.jid)
+        assert result.returncode == 0, result.stderr
+    assert len(alice.settle()) == 3
+    assert bot_presence(watcher, bot.jid)[before:] == []
+    assert bot_presence(alice, bot.jid)[before_alice:] == []
+
+
+def test_offline_recipient_is_still_known_offline_by_probe(bot, person):
+    gone = person(None)
+    watcher = person("")
+    before = len(bot_presence(watcher, bot.jid))
+    result = bot.run(gone.jid)
+    assert result.returncode == 10
+    assert f"withheld from {gone.jid}: offline" in result.stderr
+    assert bot_presence(watcher, bot.jid)[before:] == []
+
+
+def test_announce_mode_is_the_books_behaviour(bot, person, prosody, tmp_path):
+    alice = person("")
+    watcher = person("")
+    config = prosody.write_cvsmsg_config(
+        tmp_path / "announce.toml", bot.jid, bot.password, presence="announce"
+    )
+    before = len(bot_presence(watcher, bot.jid))
+    result = bot.run(alice.jid, config=config)
+    assert result.returncode == 0, result.stderr
+    assert bot_presence(watcher, bot.jid)[before:] == ["available", "unavailable"]
+
+
+def test_invisible_recipient_falls_back_to_announcing(bot, person):
+    stranger = person("", friend=False, auto_accept=False)
+    watcher = person("")
+    before = len(bot_presence(watcher, bot.jid))
+    result = bot.run(stranger.jid)
+    assert result.returncode == 10
+    # announcing is what makes the server hand over stored subscription requests
+    assert bot_presence(watcher, bot.jid)[before:] == ["available", "unavailable"]
