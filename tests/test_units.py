@@ -250,3 +250,31 @@ def test_ssl_context_verifies_by_default(tmp_path):
     ctx = make_ssl_context(load_config(cfg_file, env={}))
     assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
     assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
+
+
+def test_slixmpp_imports_without_metadata_and_reports_its_version():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, cvsmsg.xmpp, slixmpp\n"
+        "assert 'importlib.metadata' not in sys.modules, 'metadata was imported'\n"
+        "import importlib.metadata as m\n"
+        "assert m.version('slixmpp') == slixmpp.__version__ != 'not-installed'\n"
+        "assert m.version('click')  # the real module is back for everyone else\n"
+    )
+    result = subprocess.run([sys.executable, "-W", "error", "-c", code],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_help_never_imports_slixmpp():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "cvsmsg", "--help"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0
+    assert "Usage: cvsmsg" in result.stdout
+    imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()]
+    assert not [m for m in imported if m.startswith(("slixmpp", "asyncio", "ssl"))]

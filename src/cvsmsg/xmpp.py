@@ -17,11 +17,15 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+# isort: off
+from cvsmsg import slixmpp_import  # noqa: F401  (must run before slixmpp is imported)
 import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream import ET
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
+
+# isort: on
 
 from cvsmsg.config import Config
 from cvsmsg.errors import AuthError, ConfigError, ConnectError, CvsmsgError, RecipientError
