@@ -276,3 +276,37 @@ def test_no_recipient_is_usage_error(bot):
     result = bot.run()
     assert result.returncode == 2
     assert "Missing argument 'RECIPIENT...'" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def plaintext_server(tmp_path_factory: pytest.TempPathFactory):
+    """A server that offers no TLS at all and would accept PLAIN in the clear."""
+    from tests.harness.prosody import Prosody
+
+    server = Prosody(
+        tmp_path_factory.mktemp("plaintext-prosody"),
+        modules=("roster", "saslauth", "disco", "ping", "posix"),
+        require_encryption=False,
+        extra_config="allow_unencrypted_plain_auth = true\n",
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_no_tls_offered_refuses_to_send_password(plaintext_server, tmp_path):
+    from tests.conftest import Bot
+
+    jid = plaintext_server.register("plainbot", "plain-secret")
+    config = plaintext_server.write_cvsmsg_config(tmp_path / "p.toml", jid, "plain-secret")
+    bot = Bot(jid, "plain-secret", config, plaintext_server)
+    result = bot.run("x@localhost")
+    assert result.returncode == 5
+    assert only_line(result.stderr) == (
+        f"cvsmsg: error: 127.0.0.1:{plaintext_server.port} offered no TLS; "
+        "refusing to send the password in plaintext"
+    )
+    debug = bot.run("--debug", "x@localhost")
+    assert debug.returncode == 5
+    assert "<mechanism>PLAIN</mechanism>" in debug.stderr  # offered in the clear...
+    assert "SEND: <auth" not in debug.stderr  # ...and the password never went on the wire

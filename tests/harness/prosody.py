@@ -54,7 +54,8 @@ class Prosody:
     domain: str = DOMAIN
     port: int = field(default_factory=free_port)
     tls_port: int = field(default_factory=free_port)
-    extra_config: str = ""
+    extra_config: str = ""  # Lua; must not repeat an option set here (Prosody 0.12 crashes)
+    require_encryption: bool = True
     modules: tuple[str, ...] = (
         "roster", "saslauth", "tls", "disco", "ping", "posix", "smacks", "offline"
     )
@@ -91,7 +92,7 @@ http_ports = {{}}
 https_ports = {{}}
 modules_disabled = {{ "s2s" }}
 modules_enabled = {{ {"; ".join(f'"{m}"' for m in self.modules)} }}
-c2s_require_encryption = true
+c2s_require_encryption = {"true" if self.require_encryption else "false"}
 allow_registration = false
 authentication = "internal_hashed"
 storage = "internal"
