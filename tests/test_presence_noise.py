@@ -51,3 +51,34 @@ def test_invisible_recipient_falls_back_to_announcing(bot, person):
     assert result.returncode == 10
     # announcing is what makes the server hand over stored subscription requests
     assert bot_presence(watcher, bot.jid)[before:] == ["available", "unavailable"]
+
+
+def test_server_ignoring_client_probes_falls_back_to_announcing(loops, tmp_path_factory):
+    from pathlib import Path
+
+    from tests.conftest import Bot, unique
+    from tests.harness.prosody import Prosody
+    from tests.harness.recipient import Person, befriend
+
+    modules_dir = Path(__file__).parent / "harness" / "prosody_modules"
+    server = Prosody(
+        tmp_path_factory.mktemp("no-probe-prosody"),
+        modules=(*Prosody.modules, "drop_client_probes"),
+        extra_config=f'plugin_paths = {{ "{modules_dir}" }}\n',
+    )
+    server.start()
+    try:
+        name, user = unique("bot"), unique("user")
+        bot_jid = server.register(name, "pw-" + name)
+        config = server.write_cvsmsg_config(tmp_path_factory.mktemp("c") / "c.toml", bot_jid,
+                                            "pw-" + name)
+        alice = Person(loops, server.register(user, "pw"), "pw", server.port, server.ca)
+        alice.online("")
+        befriend(loops, bot_jid, "pw-" + name, alice)
+        result = Bot(bot_jid, "pw-" + name, config, server).run("-v", alice.jid)
+        assert result.returncode == 0, result.stderr
+        assert "presence probes unanswered: announcing instead" in result.stderr
+        assert len(alice.settle()) == 1
+        alice.offline()
+    finally:
+        server.stop()

@@ -386,6 +386,15 @@ class XmppSession:
             if not all(self.can_see(j) for j in probe):
                 self.announce()
             await self._race(self._ping_server())
+            if not self.announced and any(
+                self.can_see(j) and j not in self._heard for j in probe
+            ):
+                # A server that ignores client probes (RFC 6121 only says it SHOULD process
+                # them) would leave us guessing: fall back to the initial presence every
+                # server answers with probes of its own.
+                log.info("presence probes unanswered: announcing instead")
+                self.announce()
+                await self._race(self._ping_server())
         except IqTimeout:
             raise ConnectError(f"{self._where()} did not answer the roster request") from None
         except IqError as exc:
