@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cvsmsg.config import Config
 from cvsmsg.cvs import normalize_recipient
@@ -12,6 +13,9 @@ from cvsmsg.errors import DeadlineError, RecipientError
 from cvsmsg.message import split_message
 from cvsmsg.policy import decide
 from cvsmsg.status import ExitStatus
+
+if TYPE_CHECKING:
+    from cvsmsg.xmpp import XmppSession
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +62,8 @@ def resolve_recipients(
 
 
 async def _deliver(
-    cfg: Config, recipients: list[str], subject: str, text: str, session_box: list[object]
+    cfg: Config, recipients: list[str], subject: str, text: str,
+    session_box: list[XmppSession],
 ) -> list[Outcome]:
     from cvsmsg.xmpp import XmppSession  # slixmpp is heavy: only once we really connect
 
@@ -94,14 +99,13 @@ async def _deliver(
         for jid in to_send:
             if jid in bounced:
                 b = bounced[jid]
-                text = f": {b.text}" if b.text else ""
+                detail = f": {b.text}" if b.text else ""
                 outcomes.append(Outcome(
-                    jid, False, f"message to {jid} rejected by the server ({b.condition}{text})",
+                    jid, False, f"message to {jid} rejected by the server ({b.condition}{detail})",
                     failed=True,
                 ))
             else:
                 outcomes.append(Outcome(jid, True, decisions[jid].reason))
-        await session.close()
     except BaseException:
         session.abort()
         raise
@@ -116,13 +120,16 @@ async def notify_async(cfg: Config, recipient_values: list[str], subject: str, t
         if not invalid:
             raise RecipientError("no recipient given")
         return Report(invalid)  # nothing to connect for
-    box: list[object] = []
+    box: list[XmppSession] = []
     try:
         async with asyncio.timeout(cfg.timeout):
             delivered = await _deliver(cfg, recipients, subject, text, box)
     except TimeoutError:
-        phase = getattr(box[0], "phase", "starting") if box else "starting"
+        phase = box[0].phase if box else "starting"
         raise DeadlineError(f"timed out after {cfg.timeout:g} s while {phase}") from None
+    # The outcome is settled (the server acknowledged): a slow goodbye must not turn it
+    # into a timeout, so closing has its own short bound.
+    await box[0].close(wait=1.0)
     return Report(invalid + delivered)
 
 
