@@ -66,12 +66,13 @@ class Bot:
         env: dict[str, str] | None = None,
         timeout: float = 30,
         config: Path | None = None,
+        command: str = "notify",
     ) -> subprocess.CompletedProcess[str]:
-        """`cvsmsg notify --config … ARGS`, stdin from `input`; text stdout/stderr."""
+        """`cvsmsg COMMAND --config … ARGS`, stdin from `input`; text stdout/stderr."""
         data = input.encode() if isinstance(input, str) else input
         full_env = {**os.environ, **(env or {})}
         proc = subprocess.run(
-            [*cvsmsg_command(), "notify", "--config", str(config or self.config), *args],
+            [*cvsmsg_command(), command, "--config", str(config or self.config), *args],
             input=data if data is not None else b"",
             capture_output=True,
             env=full_env,
