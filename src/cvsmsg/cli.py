@@ -338,6 +338,53 @@ def _run_loginfo(
     return _print_report(report, quiet)
 
 
+CHECK_EXIT_CODES_HELP = """\b
+Exit codes:
+  0   healthy: every recipient can be presence-gated
+  1   internal error (a bug: please report it with the --debug output)
+  2   usage error
+  3   configuration error (missing/invalid config, unreadable password)
+  4   authentication failed
+  5   could not connect, or TLS failure
+  6   timed out
+  7   a JID given is invalid
+  10  some recipient cannot be presence-gated (no subscription to their presence)
+"""
+
+
+@cli.command(epilog=CHECK_EXIT_CODES_HELP)
+@click.argument("jids", nargs=-1, metavar="[JID]...")
+@_connection_options
+def check(
+    jids: tuple[str, ...],
+    config_path: Path | None,
+    server: str | None,
+    timeout: float | None,
+    quiet: bool,
+    verbose: int,
+    debug: bool,
+) -> None:
+    """Check the setup and say why someone would not be notified.
+
+    \b
+    Validates the config and who can read it and the password; logs in, timing each
+    step (connect+TLS, auth, roster, presence); lists the bot's contacts with their
+    subscription and presence; and, for every [[loginfo]] recipient and each JID given,
+    says whether cvsmsg can see their presence, and if not what they must do. Answers
+    pending subscription requests and asks recipients it cannot see, as notify does.
+    The one command that prints to stdout.
+    """
+    _setup_logging(quiet, verbose, debug, [])
+    try:
+        from cvsmsg.check import run_check
+
+        status = run_check(config_path, {"server": server, "timeout": timeout}, jids,
+                           click.echo, on_config=lambda cfg: _setup_logging_secrets(cfg.password))
+    except (CvsmsgError, KeyboardInterrupt, Exception) as exc:
+        status = _error_status(exc, debug)
+    sys.exit(int(status))
+
+
 def _drain_stdin() -> None:
     """Read a piped stdin to its end, so CVS never writes into a closed pipe."""
     stdin = sys.stdin
