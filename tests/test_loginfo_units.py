@@ -334,3 +334,19 @@ def test_loginfo_config_errors(tmp_path, text, message):
         load_config(write(tmp_path / "c.toml", text), env={})
     assert message in str(info.value)
     assert str(info.value).startswith(str(tmp_path / "c.toml"))
+
+
+def test_example_config_rules_load_uncommented(tmp_path):
+    """examples/config.toml with its subscription and [[loginfo]] lines uncommented."""
+    example = Path(__file__).resolve().parent.parent / "examples" / "config.toml"
+    keys = ("# subscribers", "# max_roster", "# [[loginfo]]", "# match", "# to =")
+    text = "\n".join(line[2:] if line.startswith(keys) else line
+                     for line in example.read_text().splitlines())
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    path.chmod(0o600)
+    cfg = load_config(path, env={})
+    assert cfg.allowed_subscribers == ("example.org", "dj@xmpp.example.net")
+    assert cfg.max_roster == 500
+    assert route("proj/sub", cfg.loginfo) == ["dj@example.org", "piers@example.org"]
+    assert route("other", cfg.loginfo) == ["cvs-admin@example.org"]
