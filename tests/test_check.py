@@ -124,6 +124,19 @@ def test_recipient_who_shares_nothing_back(bot, person, prosody, tmp_path):
            "client" in result.stdout
 
 
+def test_direct_tls(bot, person, prosody, tmp_path):
+    alice = person("")
+    config = configure(prosody, bot, tmp_path, tls="direct",
+                       server=f"127.0.0.1:{prosody.tls_port}")
+    result = check(bot, alice.jid, config=config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [connect] = [line for line in result.stdout.splitlines() if line.startswith("connect+TLS")]
+    assert_lines(connect, [
+        f"connect+TLS  ok {{ms}}  127.0.0.1:{prosody.tls_port}, direct TLS, TLSv1.3, "
+        "certificate verified"
+    ])
+
+
 def test_wrong_password(bot, prosody, tmp_path):
     config = prosody.write_cvsmsg_config(tmp_path / "bad.toml", bot.jid, "not-the-pw-1")
     result = check(bot, config=config)
@@ -255,3 +268,12 @@ def test_summary():
     ok = Contact("a@x", "to", False, Decision(True, "available"))
     assert summary_line([ok]) == "all 1 recipient(s) can be presence-gated"
     assert summary_line([]).startswith("no recipients to check")
+
+
+def test_debug_never_shows_the_password(bot, person, prosody, tmp_path):
+    alice = person("")
+    config = configure(prosody, bot, tmp_path)
+    result = check(bot, "--debug", alice.jid, config=config)
+    assert result.returncode == 0, result.stderr
+    assert "<auth" in result.stderr and "[redacted]" in result.stderr
+    assert bot.password not in result.stdout + result.stderr

@@ -196,6 +196,11 @@ def test_old_format_special(arg, kind):
     assert (commit.directory.split("/")[0], commit.kind) == ("proj", kind)
 
 
+def test_directory_alone_with_a_space():
+    text = COMMIT_TEXT.replace("/srv/cvsroot/proj", "/srv/cvsroot/my proj")
+    assert parse_loginfo(["my proj"], text).directory == "my proj"
+
+
 def test_old_format_directory_only_shows_names_from_text():
     commit = parse_loginfo(["proj"], COMMIT_TEXT)
     _, body = format_message(commit, "bob")

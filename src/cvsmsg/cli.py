@@ -220,7 +220,7 @@ def _setup_logging_secrets(password: str) -> None:
 
 
 def _connection_options(func: Any) -> Any:
-    """--config, --server, --timeout, -q, -v, --debug: as for notify."""
+    """--config, --server, --timeout, -v, --debug: as for notify."""
     for option in reversed([
         click.option("--config", "config_path",
                      type=click.Path(path_type=Path, dir_okay=False),
@@ -230,7 +230,6 @@ def _connection_options(func: Any) -> Any:
                      help="Connect here instead of the JID's DNS SRV records."),
         click.option("--timeout", type=click.FloatRange(min=0.5), metavar="SECONDS",
                      help="Deadline for the whole run (default: config 'timeout' or 10)."),
-        click.option("-q", "--quiet", is_flag=True, help="Only print errors."),
         click.option("-v", "--verbose", count=True,
                      help="Say more (twice: protocol summary)."),
         click.option("--debug", is_flag=True,
@@ -251,6 +250,7 @@ def _connection_options(func: Any) -> Any:
               help="Also send to JID (repeatable), beside the config's [[loginfo]] rules.")
 @click.option("--type", "message_type", type=click.Choice(["normal", "chat", "headline"]),
               help="Message type (default: config 'type' or normal).")
+@click.option("-q", "--quiet", is_flag=True, help="Only print errors.")
 @_connection_options
 def loginfo(
     cvs_args: tuple[str, ...],
@@ -360,7 +360,6 @@ def check(
     config_path: Path | None,
     server: str | None,
     timeout: float | None,
-    quiet: bool,
     verbose: int,
     debug: bool,
 ) -> None:
@@ -374,7 +373,7 @@ def check(
     pending subscription requests and asks recipients it cannot see, as notify does.
     The one command that prints to stdout.
     """
-    _setup_logging(quiet, verbose, debug, [])
+    _setup_logging(False, verbose, debug, [])
     try:
         from cvsmsg.check import run_check
 

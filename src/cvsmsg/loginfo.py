@@ -129,7 +129,7 @@ def _parse_old_format(value: str, log: LogText) -> tuple[str, str, tuple[FileCha
                 FileChange(m["name"], _revision(m["old"]), _revision(m["new"])) for m in matches
             )
             return value[:start], COMMIT, files
-    if " " not in value:
+    if " " not in value or log.update_of.endswith("/" + value):
         return value, COMMIT, ()  # a directory alone (`%p`, or %s with nothing after it)
     raise UsageError(f"cannot read the loginfo argument {value!r}: {USAGE_HINT}")
 
