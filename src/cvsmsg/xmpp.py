@@ -466,7 +466,7 @@ class XmppSession:
 
     @property
     def tls_version(self) -> str | None:
-        """"TLSv1.3" once the stream is encrypted; None before."""
+        """The TLS version (e.g. TLSv1.3) once the stream is encrypted; None before."""
         sock = self.client.socket
         if isinstance(sock, ssl.SSLSocket | ssl.SSLObject):
             return sock.version()
