@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.prosody import Prosody
+from tests.harness.prosody import OTHER_DOMAIN, Prosody
 from tests.harness.recipient import LoopThread, Person, befriend
 
 _ids = itertools.count(1)
@@ -33,7 +33,7 @@ def cvsmsg_command() -> list[str]:
 
 @pytest.fixture(scope="session")
 def prosody(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prosody]:
-    server = Prosody(tmp_path_factory.mktemp("prosody"))
+    server = Prosody(tmp_path_factory.mktemp("prosody"), extra_domains=(OTHER_DOMAIN,))
     server.start()
     yield server
     server.stop()
@@ -66,12 +66,13 @@ class Bot:
         env: dict[str, str] | None = None,
         timeout: float = 30,
         config: Path | None = None,
+        command: str = "notify",
     ) -> subprocess.CompletedProcess[str]:
-        """`cvsmsg notify --config … ARGS`, stdin from `input`; text stdout/stderr."""
+        """`cvsmsg COMMAND --config … ARGS`, stdin from `input`; text stdout/stderr."""
         data = input.encode() if isinstance(input, str) else input
         full_env = {**os.environ, **(env or {})}
         proc = subprocess.run(
-            [*cvsmsg_command(), "notify", "--config", str(config or self.config), *args],
+            [*cvsmsg_command(), command, "--config", str(config or self.config), *args],
             input=data if data is not None else b"",
             capture_output=True,
             env=full_env,
@@ -102,11 +103,11 @@ def person(
 
     def make(
         show: str | None = "", *, friend: bool = True, name: str = "user",
-        auto_accept: bool = True,
+        auto_accept: bool = True, domain: str | None = None,
     ) -> Person:
         user = unique(name)
         password = "pw-" + user
-        jid = prosody.register(user, password)
+        jid = prosody.register(user, password, domain)
         p = Person(loops, jid, password, prosody.port, prosody.ca)
         people.append(p)
         p.online(show or "", auto_accept=auto_accept)

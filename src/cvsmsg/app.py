@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -11,7 +12,7 @@ from cvsmsg.config import Config
 from cvsmsg.cvs import normalize_recipient
 from cvsmsg.errors import DeadlineError, RecipientError
 from cvsmsg.message import split_message
-from cvsmsg.policy import decide
+from cvsmsg.policy import decide, subscription_verdict
 from cvsmsg.status import ExitStatus
 
 if TYPE_CHECKING:
@@ -61,6 +62,31 @@ def resolve_recipients(
     return valid, invalid
 
 
+def subscription_gate(
+    cfg: Config, session: XmppSession, recipients: Iterable[str]
+) -> Callable[[str], bool]:
+    """The session's answer to presence subscription requests: `subscribers`, the roster
+    cap, and the recipients of this run and of the `[[loginfo]]` rules."""
+    known = set(recipients) | {jid for rule in cfg.loginfo for jid in rule.to}
+    accepted: set[str] = set()  # the server's roster pushes may lag behind our answers
+
+    def accept(jid: str) -> bool:
+        contacts = {entry.jid for entry in session.roster()}
+        verdict = subscription_verdict(
+            jid, cfg.allowed_subscribers, recipient=jid.lower() in known,
+            in_roster=jid in contacts or jid in accepted,
+            roster_size=len(contacts | accepted), max_roster=cfg.max_roster,
+        )
+        if verdict.accept:
+            accepted.add(jid)
+        else:
+            level = logging.WARNING if verdict.roster_full else logging.INFO
+            log.log(level, "not accepting %s: %s", jid, verdict.reason)
+        return verdict.accept
+
+    return accept
+
+
 async def _deliver(
     cfg: Config, recipients: list[str], subject: str, text: str,
     session_box: list[XmppSession],
@@ -69,6 +95,7 @@ async def _deliver(
 
     parts = split_message(subject, text, cfg.max_stanza_bytes, cfg.max_parts)
     session = XmppSession(cfg)
+    session.accept_subscription = subscription_gate(cfg, session, recipients)
     session_box.append(session)
     outcomes: list[Outcome] = []
     try:

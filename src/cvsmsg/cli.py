@@ -5,10 +5,12 @@ Never imports slixmpp at module level: `cvsmsg --help` must stay fast.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
@@ -16,8 +18,14 @@ from cvsmsg import __version__
 from cvsmsg.errors import CvsmsgError, UsageError
 from cvsmsg.status import ExitStatus
 
+if TYPE_CHECKING:
+    from cvsmsg.app import Report
+    from cvsmsg.config import Config
+
 log = logging.getLogger("cvsmsg")
 
+# Commands CVS runs with text on stdin.
+STDIN_COMMANDS = ("notify", "loginfo")
 # Far above any CVS notification; keeps a runaway pipe from eating memory.
 MAX_INPUT_BYTES = 32 * 1024 * 1024
 
@@ -165,19 +173,35 @@ def _run_notify(
         text = clean_text(raw)
         _skip_optional_imports(server_configured=bool(cfg.server))
 
-        from cvsmsg.app import notify as run
+        report = _send(cfg, list(recipients), cfg.subject, text)
+    except (CvsmsgError, KeyboardInterrupt, Exception) as exc:
+        return _error_status(exc, debug)
+    return _print_report(report, quiet)
 
-        report = run(cfg, list(recipients), cfg.subject, text)
-    except CvsmsgError as exc:
+
+def _send(cfg: Config, recipients: list[str], subject: str, text: str) -> Report:
+    """How `notify` and `loginfo` both deliver: one place for the gate and its modes."""
+    from cvsmsg.app import notify as run
+
+    return run(cfg, recipients, subject, text)
+
+
+def _error_status(exc: BaseException, debug: bool) -> ExitStatus:
+    """One line on stderr for any failure, and its exit code."""
+    if isinstance(exc, CvsmsgError):
         log.error("error: %s", exc, exc_info=debug)
         return exc.status
-    except KeyboardInterrupt:
+    if isinstance(exc, KeyboardInterrupt):
         log.error("error: interrupted")
         return ExitStatus.TIMEOUT
-    except Exception as exc:  # a bug, not a user error: still one line unless --debug
-        log.error("error: internal error: %s: %s (rerun with --debug)", type(exc).__name__, exc,
-                  exc_info=debug)
-        return ExitStatus.INTERNAL
+    # a bug, not a user error: still one line unless --debug
+    log.error("error: internal error: %s: %s (rerun with --debug)", type(exc).__name__, exc,
+              exc_info=debug)
+    return ExitStatus.INTERNAL
+
+
+def _print_report(report: Report, quiet: bool) -> ExitStatus:
+    """One line per recipient on stderr (failures even with -q); the run's exit code."""
     for outcome in report.outcomes:
         if outcome.failed:
             log.error("error: %s", outcome.reason)
@@ -210,6 +234,181 @@ def _setup_logging_secrets(password: str) -> None:
                 flt.secrets.append(password)
 
 
+def _connection_options(func: Any) -> Any:
+    """--config, --server, --timeout, -v, --debug: as for notify."""
+    for option in reversed([
+        click.option("--config", "config_path",
+                     type=click.Path(path_type=Path, dir_okay=False),
+                     help="Config file (default: $CVSMSG_CONFIG, ~/.config/cvsmsg/config.toml, "
+                          "/etc/cvsmsg/config.toml)."),
+        click.option("--server", metavar="HOST[:PORT]",
+                     help="Connect here instead of the JID's DNS SRV records."),
+        click.option("--timeout", type=click.FloatRange(min=0.5), metavar="SECONDS",
+                     help="Deadline for the whole run (default: config 'timeout' or 10)."),
+        click.option("-v", "--verbose", count=True,
+                     help="Say more (twice: protocol summary)."),
+        click.option("--debug", is_flag=True,
+                     help="Show the XML stream (password and SASL redacted) and tracebacks."),
+    ]):
+        func = option(func)
+    return func
+
+
+@cli.command(
+    epilog=EXIT_CODES_HELP,
+    # After the directory, CVS's arguments are taken verbatim: "- New directory", or a file
+    # named "-v".
+    context_settings={"allow_interspersed_args": False},
+)
+@click.argument("cvs_args", nargs=-1, metavar="DIRECTORY [NAME OLD NEW]...")
+@click.option("--to", "to", multiple=True, metavar="JID",
+              help="Also send to JID (repeatable), beside the config's [[loginfo]] rules.")
+@click.option("--type", "message_type", type=click.Choice(["normal", "chat", "headline"]),
+              help="Message type (default: config 'type' or normal).")
+@click.option("-q", "--quiet", is_flag=True, help="Only print errors.")
+@_connection_options
+def loginfo(
+    cvs_args: tuple[str, ...],
+    to: tuple[str, ...],
+    config_path: Path | None,
+    message_type: str | None,
+    server: str | None,
+    timeout: float | None,
+    quiet: bool,
+    verbose: int,
+    debug: bool,
+) -> None:
+    """Tell the people who follow a directory about a commit (CVSROOT/loginfo).
+
+    \b
+    In CVSROOT/loginfo:  ALL cvsmsg loginfo %p %{sVv}
+    With fixed people:   ^proj/ cvsmsg loginfo --to dj@example.org %p %{sVv}
+
+    Recipients: the first [[loginfo]] rule in the config whose 'match' regex is found in
+    the directory (or the DEFAULT rule), every ALL rule, and each --to. Options go before
+    %p. Each recipient who is available and not dnd gets the files, their revisions and
+    the log message. No recipient for the directory: nothing is sent, exit 0.
+    Never writes to stdout: under client/server CVS it is the CVS protocol.
+    """
+    _setup_logging(quiet, verbose, debug, [])
+    status = _run_loginfo(cvs_args, to, config_path, message_type, server, timeout, quiet,
+                          debug)
+    sys.exit(int(status))
+
+
+def _account_name() -> str | None:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return None
+
+
+def _run_loginfo(
+    cvs_args: tuple[str, ...],
+    to: tuple[str, ...],
+    config_path: Path | None,
+    message_type: str | None,
+    server: str | None,
+    timeout: float | None,
+    quiet: bool,
+    debug: bool,
+) -> ExitStatus:
+    try:
+        # All of stdin first: under client/server CVS a loginfo command that exits without
+        # reading it makes `cvs commit` fail with "received broken pipe signal".
+        if sys.stdin.isatty():
+            raise UsageError("no log text on stdin: CVS runs this from CVSROOT/loginfo "
+                             "(ALL cvsmsg loginfo %p %{sVv})")
+        raw = _read_message(None, sys.stdin.buffer)
+
+        from cvsmsg.loginfo import committer, format_message, parse_loginfo, route
+
+        # Arguments are bytes to CVS: a name that is not UTF-8 is shown with U+FFFD.
+        args = [os.fsencode(a).decode("utf-8", "replace") for a in cvs_args]
+        text = raw.replace(b"\0", b"").decode("utf-8", "replace")
+        commit = parse_loginfo(args, text, os.environ.get("CVSROOT"))
+
+        from cvsmsg.config import load_config
+
+        overrides: dict[str, Any] = {
+            "message_type": message_type, "server": server, "timeout": timeout,
+        }
+        cfg = load_config(config_path, overrides=overrides)
+        _setup_logging_secrets(cfg.password)
+
+        recipients = [*to, *route(commit.directory, cfg.loginfo)]
+        if not recipients:
+            log.info("nothing to send for %s: no [[loginfo]] rule names anyone and no --to",
+                     commit.directory)
+            return ExitStatus.OK
+        subject, body = format_message(commit, committer(os.environ, _account_name()))
+
+        from cvsmsg.message import clean_text
+
+        report = _send(cfg, recipients, subject, clean_text(body.encode("utf-8")))
+    except (CvsmsgError, KeyboardInterrupt, Exception) as exc:
+        return _error_status(exc, debug)
+    return _print_report(report, quiet)
+
+
+CHECK_EXIT_CODES_HELP = """\b
+Exit codes:
+  0   healthy: every recipient can be presence-gated
+  1   internal error (a bug: please report it with the --debug output)
+  2   usage error
+  3   configuration error (missing/invalid config, unreadable password)
+  4   authentication failed
+  5   could not connect, or TLS failure
+  6   timed out
+  7   a JID given is invalid
+  10  some recipient cannot be presence-gated (no subscription to their presence)
+"""
+
+
+@cli.command(epilog=CHECK_EXIT_CODES_HELP)
+@click.argument("jids", nargs=-1, metavar="[JID]...")
+@_connection_options
+def check(
+    jids: tuple[str, ...],
+    config_path: Path | None,
+    server: str | None,
+    timeout: float | None,
+    verbose: int,
+    debug: bool,
+) -> None:
+    """Check the setup and say why someone would not be notified.
+
+    \b
+    Validates the config and who can read it and the password; logs in, timing each
+    step (connect+TLS, auth, roster, presence); lists the bot's contacts with their
+    subscription and presence; and, for every [[loginfo]] recipient and each JID given,
+    says whether cvsmsg can see their presence, and if not what they must do. Answers
+    pending subscription requests and asks recipients it cannot see, as notify does.
+    The one command that prints to stdout.
+    """
+    _setup_logging(False, verbose, debug, [])
+    try:
+        from cvsmsg.check import run_check
+
+        status = run_check(config_path, {"server": server, "timeout": timeout}, jids,
+                           click.echo, on_config=lambda cfg: _setup_logging_secrets(cfg.password))
+    except (CvsmsgError, KeyboardInterrupt, Exception) as exc:
+        status = _error_status(exc, debug)
+    sys.exit(int(status))
+
+
+def _drain_stdin() -> None:
+    """Read a piped stdin to its end, so CVS never writes into a closed pipe."""
+    stdin = sys.stdin
+    if stdin is None or stdin.isatty():
+        return
+    with contextlib.suppress(OSError, ValueError):
+        while stdin.buffer.read(1 << 20):
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the exit code instead of raising SystemExit."""
     try:
@@ -217,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
+        if isinstance(exc, click.UsageError) and exc.ctx and exc.ctx.info_name in STDIN_COMMANDS:
+            _drain_stdin()  # a typo in CVSROOT/loginfo must not fail every commit
         exc.show()
         return ExitStatus.USAGE
     except click.exceptions.Abort:

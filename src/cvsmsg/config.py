@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 import tomllib
@@ -11,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cvsmsg.errors import ConfigError
+from cvsmsg.cvs import normalize_recipient
+from cvsmsg.errors import ConfigError, RecipientError
 
 DEFAULT_SUBJECT = "CVS Watch Alarm"
 MESSAGE_TYPES = ("normal", "chat", "headline")
@@ -19,6 +21,19 @@ SHOW_VALUES = ("away", "chat", "dnd", "xa")
 # Prosody's default c2s_stanza_size_limit; a bigger stanza kills our stream.
 DEFAULT_MAX_STANZA = 256 * 1024
 PASSWORD_COMMAND_TIMEOUT = 10.0
+DEFAULT_MAX_ROSTER = 500
+
+
+@dataclass(frozen=True)
+class LoginfoRule:
+    """One `[[loginfo]]` table: who hears about commits in directories that `match`.
+
+    `match` is a regular expression searched in the repository-relative directory, or
+    `ALL` / `DEFAULT` as in CVSROOT/loginfo. An empty `to` silences the directories.
+    """
+
+    match: str
+    to: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -41,6 +56,19 @@ class Config:
     max_parts: int = 10
     presence: str = "probe"  # or "announce": initial presence on every run (the book's way)
     source: Path | None = None  # the file it came from, for messages
+    loginfo: tuple[LoginfoRule, ...] = ()
+    # Who may subscribe to the bot's presence: bare JIDs, domains, or "*". None: the bot's
+    # own domain (see `allowed_subscribers`).
+    subscribers: tuple[str, ...] | None = None
+    max_roster: int = DEFAULT_MAX_ROSTER
+    password_source: str = ""  # where the password came from, for `cvsmsg check`
+
+    @property
+    def allowed_subscribers(self) -> tuple[str, ...]:
+        """`subscribers`, or the bot's own domain when it is not set."""
+        if self.subscribers is not None:
+            return self.subscribers
+        return (self.jid.partition("@")[2].split("/")[0].lower(),)
 
     @property
     def server_address(self) -> tuple[str, int] | None:
@@ -135,6 +163,7 @@ _KNOWN_KEYS = {
     "jid", "password", "password_file", "password_command", "server", "tls", "tls_verify",
     "ca_file", "default_domain", "subject", "type", "withhold_show", "timeout",
     "presence_grace", "max_stanza_bytes", "max_parts", "presence",
+    "loginfo", "subscribers", "max_roster",
 }
 
 
@@ -148,6 +177,64 @@ def _expect(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], wh
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise ConfigError(f"{where}: '{key}' must be a {names}")
     return value
+
+
+def _loginfo_rules(
+    data: Mapping[str, Any], where: str, default_domain: str | None
+) -> tuple[LoginfoRule, ...]:
+    """`[[loginfo]]` tables, regexes compiled once to catch mistakes, recipients normalized."""
+    tables = data.get("loginfo", [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError(f"{where}: 'loginfo' must be tables: [[loginfo]] with match and to")
+    rules = []
+    for number, table in enumerate(tables, 1):
+        here = f"{where}: [[loginfo]] number {number}"
+        unknown = sorted(set(table) - {"match", "to"})
+        if unknown:
+            raise ConfigError(f"{here}: unknown setting '{unknown[0]}'")
+        match = table.get("match")
+        if not isinstance(match, str) or not match:
+            raise ConfigError(f"{here}: 'match' must be a regular expression, ALL or DEFAULT")
+        try:
+            re.compile(match)
+        except re.error as exc:
+            raise ConfigError(f"{here}: 'match' {match!r} is not a valid regex: {exc}") from None
+        to = table.get("to", [])
+        if isinstance(to, str):
+            to = [to]
+        if not isinstance(to, list) or not all(isinstance(v, str) for v in to):
+            raise ConfigError(f"{here}: 'to' must be a list of JIDs")
+        try:
+            jids = [normalize_recipient(v, default_domain) for v in to]
+        except RecipientError as exc:
+            raise ConfigError(f"{here}: {exc}") from None
+        rules.append(LoginfoRule(match, tuple(dict.fromkeys(jids))))
+    return tuple(rules)
+
+
+def _subscribers(data: Mapping[str, Any], where: str) -> tuple[str, ...] | None:
+    """`subscribers`: bare JIDs and domains, case-folded; "*" for anyone."""
+    values = data.get("subscribers")
+    if values is None:
+        return None
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ConfigError(f"{where}: 'subscribers' must be a list of JIDs and domains")
+    result = []
+    for value in values:
+        entry = value.strip().lower().rstrip(".")
+        if entry.startswith("xmpp:"):
+            entry = entry[5:]
+        local, at, domain = entry.rpartition("@")
+        if (
+            not entry or re.search(r"[\s/\"&'<>]", entry) or entry.count("@") > 1
+            or (at and not local) or not domain or ("*" in entry and entry != "*")
+        ):
+            raise ConfigError(
+                f"{where}: subscribers entry {value!r} is not a JID (user@domain), "
+                "a domain, or \"*\""
+            )
+        result.append(entry)
+    return tuple(dict.fromkeys(result))
 
 
 def load_config(
@@ -180,16 +267,21 @@ def load_config(
     if len(sources) > 1:
         raise ConfigError(f"{where}: set only one of {', '.join(sources)}")
     password = env.get("CVSMSG_PASSWORD")
+    password_source = "$CVSMSG_PASSWORD"
     if not password:
         if "password" in data:
             assert path is not None
             _refuse_world_readable(path, "config file")
             password = _expect(data, "password", str, where)
+            password_source = f"config file {path}"
         elif "password_file" in data:
             pfile = Path(_expect(data, "password_file", str, where)).expanduser()
-            password = _password_from_file(pfile if pfile.is_absolute() else base / pfile)
+            pfile = pfile if pfile.is_absolute() else base / pfile
+            password = _password_from_file(pfile)
+            password_source = f"password_file {pfile}"
         elif "password_command" in data:
             password = _password_from_command(_expect(data, "password_command", str, where))
+            password_source = "password_command"
     if not password:
         raise ConfigError(
             f"{where}: no password: set password, password_file or password_command, "
@@ -239,6 +331,7 @@ def load_config(
     server = (
         overrides.get("server") or env.get("CVSMSG_SERVER") or _expect(data, "server", str, where)
     )
+    default_domain = _expect(data, "default_domain", str, where) or None
     return Config(
         jid=jid,
         password=password,
@@ -246,7 +339,7 @@ def load_config(
         tls=tls,
         tls_verify=True if tls_verify is None else tls_verify,
         ca_file=ca_path,
-        default_domain=_expect(data, "default_domain", str, where) or None,
+        default_domain=default_domain,
         subject=overrides.get("subject") or _expect(data, "subject", str, where) or DEFAULT_SUBJECT,
         message_type=mtype,
         withhold_show=frozenset(withhold),
@@ -256,4 +349,8 @@ def load_config(
         max_parts=int(number("max_parts", 10, 1)),
         presence=presence,
         source=path,
+        loginfo=_loginfo_rules(data, where, default_domain),
+        subscribers=_subscribers(data, where),
+        max_roster=int(number("max_roster", DEFAULT_MAX_ROSTER, 0)),
+        password_source=password_source,
     )

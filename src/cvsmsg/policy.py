@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 
@@ -49,3 +49,54 @@ def decide(view: PresenceView, withhold_show: frozenset[str]) -> Decision:
         return Decision(False, "online only with negative priority (cannot receive messages)")
     shows = sorted({view.resources[res] or "available" for res in reachable})
     return Decision(True, ", ".join(shows))
+
+
+# -- who may subscribe to the bot's presence -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Accept a presence subscription request, or refuse it, and why."""
+
+    accept: bool
+    reason: str
+    roster_full: bool = False  # the administrator's problem, not the requester's
+
+
+def subscriber_allowed(jid: str, subscribers: Iterable[str]) -> bool:
+    """True when the bare `jid` is listed, its domain is, or the list holds "*"."""
+    jid = jid.lower()
+    local, _, domain = jid.rpartition("@")
+    # A domain entry covers the users at that domain, not the server (or a component).
+    return any(entry == "*" or (local and entry in (jid, domain)) for entry in subscribers)
+
+
+def subscription_verdict(
+    jid: str,
+    subscribers: Sequence[str],
+    *,
+    recipient: bool = False,
+    in_roster: bool = False,
+    roster_size: int = 0,
+    max_roster: int = 500,
+) -> Verdict:
+    """Decide on `jid`'s request to see the bot's presence.
+
+    A contact already in the roster costs nothing more: accepted. A recipient cvsmsg is
+    configured or asked to notify needs the subscription for the gate: accepted whatever
+    `subscribers` says. Anyone else must match `subscribers`. Nobody new gets in once the
+    roster holds `max_roster` contacts.
+    """
+    if in_roster:
+        return Verdict(True, "already a contact")
+    if not recipient and not subscriber_allowed(jid, subscribers):
+        allowed = ", ".join(subscribers) if subscribers else "nobody"
+        return Verdict(False, f"not in subscribers ({allowed})")
+    if roster_size >= max_roster:
+        return Verdict(
+            False,
+            f"the roster is full (max_roster = {max_roster}); raise max_roster or remove "
+            "contacts",
+            roster_full=True,
+        )
+    return Verdict(True, "a recipient" if recipient else "allowed by subscribers")

@@ -38,6 +38,15 @@ _PING_NS = "urn:xmpp:ping"
 
 
 @dataclass(frozen=True)
+class RosterEntry:
+    """One contact of the bot, as the server keeps it."""
+
+    jid: str
+    subscription: str  # "to", "from", "both", or "none" while our request is pending
+    pending_out: bool  # we asked to see their presence and have no answer yet
+
+
+@dataclass(frozen=True)
 class Bounce:
     """A message the server (or the recipient's server) returned as an error."""
 
@@ -515,3 +524,36 @@ class XmppSession:
         self._closing = True
         self.client.cancel_connection_attempt()
         self.client.abort()
+
+    # -- introspection (subscription policy, `cvsmsg check`) -------------------------------
+
+    def roster(self) -> list[RosterEntry]:
+        """The bot's contacts, by JID. Our own JID and slixmpp's local placeholders (made
+        for anyone who sent us presence, with no subscription either way) are left out."""
+        roster = self.client.client_roster
+        own = self.client.boundjid.bare
+        entries = []
+        for jid in list(roster):
+            item = roster[jid]
+            subscription, pending = str(item["subscription"]), bool(item["pending_out"])
+            if jid == own or (subscription not in ("to", "from", "both") and not pending):
+                continue
+            entries.append(RosterEntry(str(jid), subscription, pending))
+        return sorted(entries, key=lambda e: e.jid)
+
+    def on_progress(self, callback: Callable[[str], None]) -> None:
+        """Call `callback(step)` as the stream gets there: "tls", "authenticated",
+        "session", "roster" (for timings; failures still raise from `open`)."""
+        on = self.client.add_event_handler
+        on("tls_success", lambda _e: callback("tls"))
+        on("auth_success", lambda _e: callback("authenticated"))
+        on("session_start", lambda _e: callback("session"))
+        on("roster_update", lambda _e: callback("roster"))
+
+    @property
+    def tls_version(self) -> str | None:
+        """The TLS version (e.g. TLSv1.3) once the stream is encrypted; None before."""
+        sock = self.client.socket
+        if isinstance(sock, ssl.SSLSocket | ssl.SSLObject):
+            return sock.version()
+        return None

@@ -57,6 +57,14 @@ def notify_line(config: Path, *args: str, regex: str = "ALL") -> str:
     return f"{regex} {quoted} %s"
 
 
+def loginfo_line(config: Path, *args: str, regex: str = "ALL") -> str:
+    """A CVSROOT/loginfo line running `cvsmsg loginfo` by absolute path with `--config`,
+    in CVS 1.12's format: `%p` is the directory, `%{sVv}` the name/old/new triples."""
+    words = [str(cvsmsg_script()), "loginfo", "--config", str(config), *args]
+    quoted = " ".join(shlex.quote(w).replace("%", "%%") for w in words)
+    return f"{regex} {quoted} %p %{{sVv}}"
+
+
 @dataclass
 class CvsResult:
     """What one `cvs` call did: exit code and both streams as text."""
@@ -208,6 +216,23 @@ class CvsRepo:
         text = notify.read_bytes() + line.encode() + b"\n"
         users_text = b"".join(f"{user}:{value}\n".encode() for user, value in users.items())
         return self.admin_commit({"notify": text, "users": users_text}, "cvsmsg notifications")
+
+    def install_loginfo(self, line: str) -> CvsResult:
+        """Append `line` to CVSROOT/loginfo and commit it (the commit runs it already)."""
+        loginfo = self.checkout(ADMIN, module="CVSROOT", name="admin-CVSROOT").path / "loginfo"
+        text = loginfo.read_bytes() + line.encode() + b"\n"
+        return self.admin_commit({"loginfo": text}, "cvsmsg commit notifications")
+
+    def import_tree(self, user: str, directory: str, files: dict[str, str], message: str,
+                    vendor: str = "VENDOR", release: str = "R1") -> CvsResult:
+        """`cvs import` of `files` (relative path -> text) into `directory`, as `user`."""
+        source = self.base / f"import-{directory.replace('/', '-')}"
+        for rel, text in files.items():
+            target = source / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        return self.cvs("import", "-m", message, directory, vendor, release, user=user,
+                        cwd=source)
 
     def checkout(self, user: str, module: str | None = None, name: str | None = None
                  ) -> WorkingCopy:

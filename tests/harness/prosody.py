@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DOMAIN = "localhost"
+# A second virtual host on the same server: "another domain" for subscription policy tests
+# (local hosts reach each other without s2s).
+OTHER_DOMAIN = "elsewhere.localhost"
 
 
 def free_port() -> int:
@@ -25,8 +28,11 @@ def _run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)  # type: ignore[call-overload]
 
 
-def make_ca(directory: Path, domain: str = DOMAIN) -> tuple[Path, Path, Path]:
-    """A private CA and a server certificate for `domain` signed by it: (ca, cert, key)."""
+def make_ca(
+    directory: Path, domain: str = DOMAIN, also: tuple[str, ...] = ()
+) -> tuple[Path, Path, Path]:
+    """A private CA and a server certificate for `domain` (and the domains `also`) signed
+    by it: (ca, cert, key)."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key, ca = directory / "ca.key", directory / "ca.pem"
     key, csr, cert = directory / "server.key", directory / "server.csr", directory / "server.pem"
@@ -36,7 +42,8 @@ def make_ca(directory: Path, domain: str = DOMAIN) -> tuple[Path, Path, Path]:
     _run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
           "-out", str(csr), "-subj", f"/CN={domain}"])
     ext.write_text(
-        f"subjectAltName=DNS:{domain}\nbasicConstraints=CA:FALSE\n"
+        f"subjectAltName={','.join(f'DNS:{d}' for d in (domain, *also))}\n"
+        "basicConstraints=CA:FALSE\n"
         "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
     )
     _run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
@@ -56,6 +63,7 @@ class Prosody:
     tls_port: int = field(default_factory=free_port)
     extra_config: str = ""  # Lua; must not repeat an option set here (Prosody 0.12 crashes)
     require_encryption: bool = True
+    extra_domains: tuple[str, ...] = ()  # more VirtualHosts, in the certificate too
     modules: tuple[str, ...] = (
         "roster", "saslauth", "tls", "disco", "ping", "posix", "smacks", "offline"
     )
@@ -77,7 +85,7 @@ class Prosody:
         self.workdir.mkdir(parents=True, exist_ok=True)
         certs = self.workdir / "certs"
         if not (certs / "server.pem").exists():
-            make_ca(certs, self.domain)
+            make_ca(certs, self.domain, self.extra_domains)
         data = self.workdir / "data"
         data.mkdir(exist_ok=True)
         self.config.write_text(f"""
@@ -101,7 +109,7 @@ log = {{ {{ levels = {{ min = "info" }}, to = "file", filename = "{self.log}" }}
 ssl = {{ key = "{certs}/server.key"; certificate = "{certs}/server.pem" }}
 {self.extra_config}
 VirtualHost "{self.domain}"
-""")
+""" + "".join(f'VirtualHost "{d}"\n' for d in self.extra_domains))
 
     def start(self, timeout: float = 15.0) -> None:
         if shutil.which("prosody") is None:
@@ -136,11 +144,11 @@ VirtualHost "{self.domain}"
                 self.proc.wait(5)
         self.proc = None
 
-    def register(self, user: str, password: str) -> str:
-        """Create an account with prosodyctl; returns its JID."""
-        _run(["prosodyctl", "--config", str(self.config), "register", user, self.domain,
-              password])
-        return f"{user}@{self.domain}"
+    def register(self, user: str, password: str, domain: str | None = None) -> str:
+        """Create an account with prosodyctl (on `domain`, default the main one); its JID."""
+        domain = domain or self.domain
+        _run(["prosodyctl", "--config", str(self.config), "register", user, domain, password])
+        return f"{user}@{domain}"
 
     def write_cvsmsg_config(self, path: Path, jid: str, password: str, **extra: object) -> Path:
         """A cvsmsg config (mode 0600) pointing at this server and trusting its CA."""

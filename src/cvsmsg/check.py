@@ -1,0 +1,315 @@
+"""`cvsmsg check`: the administrator's look at a setup, step by step with timings, and
+who cannot be presence-gated (and what they must do). The one command that prints a report
+on stdout; failures still end with the usual one line on stderr (raised to the CLI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import grp
+import logging
+import pwd
+import stat
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cvsmsg.app import resolve_recipients, subscription_gate
+from cvsmsg.config import Config, load_config
+from cvsmsg.errors import DeadlineError, RecipientError
+from cvsmsg.policy import Decision, PresenceView, decide
+from cvsmsg.status import ExitStatus
+
+log = logging.getLogger(__name__)
+
+Out = Callable[[str], None]
+GATED = ("to", "both")  # subscriptions that show us their presence
+
+
+DETAIL = " " * 30  # where a step's detail starts: continuation lines line up with it
+
+
+def step_line(step: str, status: str, ms: float | None = None, detail: str = "") -> str:
+    """`connect+TLS  ok       12 ms  127.0.0.1:5222 …`: one step of the check."""
+    timing = f"{ms:.0f} ms" if ms is not None else ""
+    return f"{step:<12} {status:<6} {timing:>8}  {detail}".rstrip()
+
+
+# -- files and config (pure, given the stat results) ---------------------------------------
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """Who can read a file, as `stat` says."""
+
+    path: Path
+    mode: int
+    owner: str
+    group: str
+
+    def describe(self) -> str:
+        return f"{self.path} (owner {self.owner}, group {self.group}, mode {self.mode:04o})"
+
+
+def file_info(path: Path) -> FileInfo:
+    """Stat `path` and name its owner and group."""
+    st = path.stat()
+    try:
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        owner = str(st.st_uid)
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return FileInfo(path, stat.S_IMODE(st.st_mode), owner, group)
+
+
+def file_notes(info: FileInfo, what: str, home: Path | None = None) -> list[str]:
+    """What an administrator should know about who can read `info` (cvsmsg runs as each
+    CVS user, so they all must; a password must not be world-readable, which the loader
+    already refuses)."""
+    notes = []
+    if not info.mode & (stat.S_IRGRP | stat.S_IROTH):
+        notes.append(
+            f"only {info.owner} can read the {what}: CVS runs cvsmsg as each committer, "
+            f"so let their group read it: chgrp <cvs-group> {info.path} && "
+            f"chmod 640 {info.path}"
+        )
+    if home is not None and info.path.is_relative_to(home):
+        notes.append(
+            f"the {what} is in your home directory: other CVS users will not find it; "
+            "use /etc/cvsmsg/config.toml or --config in CVSROOT/loginfo and notify"
+        )
+    return notes
+
+
+def subscribers_detail(cfg: Config) -> str:
+    allowed = ", ".join(cfg.allowed_subscribers) or "nobody"
+    default = " (the bot's own domain, by default)" if cfg.subscribers is None else ""
+    return f"{allowed}{default}; max_roster {cfg.max_roster}"
+
+
+# -- roster and recipients (pure) ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Contact:
+    """One JID as the check saw it: roster state and what a notification would do now."""
+
+    jid: str
+    subscription: str  # "none" when not in the roster at all
+    pending_out: bool
+    decision: Decision
+    asked_now: bool = False
+
+    @property
+    def gated(self) -> bool:
+        return self.subscription in GATED
+
+
+def roster_line(contact: Contact, width: int) -> str:
+    sub = contact.subscription + (", asked" if contact.pending_out else "")
+    return f"  {contact.jid:<{width}}  {sub:<11}  {contact.decision.reason}"
+
+
+def recipient_lines(contact: Contact, bot_jid: str, width: int) -> list[str]:
+    """`ok` with what a notification would do now, or `NOT GATED` and what to do."""
+    if contact.gated:
+        verb = "delivered" if contact.decision.deliver else "withheld"
+        return [f"  {contact.jid:<{width}}  ok         subscription {contact.subscription}; "
+                f"a notification now would be {verb} ({contact.decision.reason})"]
+    if contact.asked_now:
+        request = "cvsmsg asked them just now"
+    elif contact.pending_out:
+        request = "cvsmsg's request is pending"
+    else:
+        request = "cvsmsg could not ask them"
+    if contact.subscription == "from":
+        todo = f"accept the presence request from {bot_jid} in their XMPP client"
+    else:
+        todo = (f"add {bot_jid} to their XMPP contacts and accept its presence request "
+                "in their XMPP client")
+    return [
+        f"  {contact.jid:<{width}}  NOT GATED  subscription {contact.subscription}; {request}",
+        f"  {'':<{width}}  -> {contact.jid} must {todo}",
+    ]
+
+
+def summary_line(recipients: list[Contact]) -> str:
+    ungated = [c for c in recipients if not c.gated]
+    if not recipients:
+        return ("no recipients to check: none in [[loginfo]]; name them: "
+                "cvsmsg check alice@example.org")
+    if not ungated:
+        return f"all {len(recipients)} recipient(s) can be presence-gated"
+    return (f"{len(ungated)} of {len(recipients)} recipient(s) cannot be presence-gated: "
+            "they get nothing until they do as said above")
+
+
+# -- the run -------------------------------------------------------------------------------
+
+
+class _Steps:
+    """Prints each step's line as the stream gets there; remembers the current step."""
+
+    def __init__(self, out: Out, clock: Callable[[], float]) -> None:
+        self.out = out
+        self.clock = clock
+        self.current = ""
+        self.started = 0.0
+
+    def begin(self, step: str) -> None:
+        self.current, self.started = step, self.clock()
+
+    def done(self, detail: str, following: str = "") -> None:
+        if self.current:
+            self.out(step_line(self.current, "ok", (self.clock() - self.started) * 1000, detail))
+        self.current = ""
+        if following:
+            self.begin(following)
+
+    def fail(self) -> None:
+        if self.current:
+            self.out(step_line(self.current, "FAILED", (self.clock() - self.started) * 1000))
+            self.current = ""
+
+
+def _check_config(
+    config_path: Path | None, overrides: Mapping[str, Any], env: Mapping[str, str] | None,
+    out: Out,
+) -> Config:
+    try:
+        cfg = load_config(config_path, env=env, overrides=overrides)
+    except Exception:
+        out(step_line("config", "FAILED"))
+        raise
+    home = Path.home()
+    notes: list[str] = []
+    if cfg.source is not None:
+        info = file_info(cfg.source)
+        out(step_line("config", "ok", None, info.describe()))
+        notes += file_notes(info, "config file", home)
+    else:
+        out(step_line("config", "ok", None, "no file: $CVSMSG_JID and $CVSMSG_PASSWORD"))
+    source = cfg.password_source
+    if source.startswith("password_file "):
+        info = file_info(Path(source.partition(" ")[2]))
+        out(step_line("password", "ok", None, f"password_file {info.describe()}"))
+        notes += file_notes(info, "password file")
+    elif source == "$CVSMSG_PASSWORD":
+        out(step_line("password", "ok", None, "from $CVSMSG_PASSWORD"))
+        notes.append("the password comes from your environment: CVS users need it in theirs")
+    else:
+        out(step_line("password", "ok", None, f"from the {source}"))
+    for note in notes:
+        out(f"{DETAIL}note: {note}")
+    count = f"{len(cfg.loginfo)} rule(s)" if cfg.loginfo else (
+        "no rules: `cvsmsg loginfo` sends only to --to")
+    out(step_line("loginfo", "ok", None, count))
+    for rule in cfg.loginfo:
+        out(f"{DETAIL}{rule.match} -> {', '.join(rule.to) or '(nobody)'}")
+    out(step_line("subscribers", "ok", None, subscribers_detail(cfg)))
+    return cfg
+
+
+def _recipients(cfg: Config, jids: Iterable[str]) -> list[str]:
+    configured = [jid for rule in cfg.loginfo for jid in rule.to]
+    valid, invalid = resolve_recipients([*configured, *jids], cfg.default_domain)
+    if invalid:
+        raise RecipientError(invalid[0].reason)
+    return valid
+
+
+async def _check_xmpp(
+    cfg: Config, recipients: list[str], out: Out, clock: Callable[[], float]
+) -> tuple[list[Contact], list[Contact]]:
+    from cvsmsg.xmpp import XmppSession
+
+    steps = _Steps(out, clock)
+    session = XmppSession(cfg)
+    session.accept_subscription = subscription_gate(cfg, session, recipients)
+
+    def progress(event: str) -> None:
+        # Each event once, in its step: roster pushes fire "roster" again later.
+        if event == "tls" and steps.current == "connect+TLS":
+            addr = cfg.server_address
+            where = f"{addr[0]}:{addr[1]}" if addr else "DNS SRV"
+            mode = "direct TLS" if cfg.tls == "direct" else "STARTTLS"
+            verified = "certificate verified" if cfg.tls_verify else "certificate NOT verified"
+            steps.done(f"{where}, {mode}, {session.tls_version}, {verified}", "auth")
+        elif event == "session" and steps.current == "auth":
+            steps.done(f"as {session.client.boundjid}", "roster")
+        elif event == "roster" and steps.current == "roster":
+            steps.done(f"{len(session.roster())} contact(s)", "presence")
+
+    session.on_progress(progress)
+    try:
+        async with asyncio.timeout(cfg.timeout):
+            steps.begin("connect+TLS")
+            await session.open()
+            asked = {j for j in recipients if not session.can_see(j) and session.ask_presence(j)}
+            jids = sorted({c.jid for c in session.roster()} | set(recipients))
+            views = await session.presence_of(jids)
+            online = sum(1 for j in jids if views[j].resources)
+            steps.done(f"{online} of {len(jids)} online")
+            entries = {e.jid: e for e in session.roster()}
+            await session.close()
+    except TimeoutError:
+        steps.fail()
+        session.abort()
+        raise DeadlineError(f"timed out after {cfg.timeout:g} s while {session.phase}") from None
+    except BaseException:
+        steps.fail()
+        session.abort()
+        raise
+
+    def contact(jid: str) -> Contact:
+        entry = entries.get(jid)
+        view = views.get(jid, PresenceView(visible=False))
+        return Contact(
+            jid, entry.subscription if entry else "none", bool(entry and entry.pending_out),
+            decide(view, cfg.withhold_show), jid in asked,
+        )
+
+    return [contact(j) for j in sorted(entries)], [contact(j) for j in recipients]
+
+
+def run_check(
+    config_path: Path | None,
+    overrides: Mapping[str, Any],
+    jids: Iterable[str],
+    out: Out,
+    env: Mapping[str, str] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    on_config: Callable[[Config], None] | None = None,
+) -> ExitStatus:
+    """Check the config, the login, the roster and each recipient; print as it goes.
+
+    Raises the step's error after printing it as FAILED; returns WITHHELD when some
+    recipient cannot be presence-gated, OK when all can.
+    """
+    cfg = _check_config(config_path, overrides, env, out)
+    if on_config is not None:
+        on_config(cfg)  # e.g. keep the password out of --debug output
+    recipients = _recipients(cfg, jids)
+    roster, checked = asyncio.run(_check_xmpp(cfg, recipients, out, clock))
+
+    bot = cfg.jid
+    out("")
+    full = " (full: new subscriptions are refused)" if len(roster) >= cfg.max_roster else ""
+    out(f"roster of {bot}: {len(roster)} contact(s), max_roster {cfg.max_roster}{full}")
+    width = max((len(c.jid) for c in [*roster, *checked]), default=0)
+    for entry in roster:
+        out(roster_line(entry, width))
+    if checked:
+        out("")
+        out("recipients ([[loginfo]] rules and arguments):")
+        for entry in checked:
+            for line in recipient_lines(entry, bot, width):
+                out(line)
+    out("")
+    out(summary_line(checked))
+    return ExitStatus.WITHHELD if any(not c.gated for c in checked) else ExitStatus.OK
