@@ -202,6 +202,7 @@ def test_redacting_filter():
         'SEND: <auth xmlns="urn:ietf:params:xml:ns:xmpp-sasl" mechanism="PLAIN">AGJvdABzZWNyZXQ='
         "</auth> and hunter2", None, None,
     )
+    record.name = "slixmpp.xmlstream.xmlstream"
     RedactingFilter(["hunter2"]).filter(record)
     assert record.getMessage() == (
         'SEND: <auth xmlns="urn:ietf:params:xml:ns:xmpp-sasl" mechanism="PLAIN">[redacted]'
@@ -278,3 +279,12 @@ def test_help_never_imports_slixmpp():
     assert "Usage: cvsmsg" in result.stdout
     imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()]
     assert not [m for m in imported if m.startswith(("slixmpp", "asyncio", "ssl"))]
+
+
+def test_redaction_leaves_our_own_messages_alone():
+    import logging
+
+    record = logging.LogRecord("cvsmsg", logging.ERROR, __file__, 1,
+                               "error: authentication failed: wrong JID or password", None, None)
+    RedactingFilter(["wrong"]).filter(record)
+    assert record.getMessage() == "error: authentication failed: wrong JID or password"
