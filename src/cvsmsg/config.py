@@ -19,6 +19,10 @@ SHOW_VALUES = ("away", "chat", "dnd", "xa")
 # Prosody's default c2s_stanza_size_limit; a bigger stanza kills our stream.
 DEFAULT_MAX_STANZA = 256 * 1024
 PASSWORD_COMMAND_TIMEOUT = 10.0
+WITHHELD_POLICIES = ("queue", "drop")
+DELIVERY_MODES = ("direct", "background")
+DEFAULT_QUEUE_MAX_AGE = 7 * 86400.0
+DEFAULT_COALESCE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,12 @@ class Config:
     presence_grace: float = 2.0
     max_stanza_bytes: int = DEFAULT_MAX_STANZA
     max_parts: int = 10
+    # The spool (issue 3): None means the default directory (see spool.resolve_spool_dir).
+    spool_dir: Path | None = None
+    withheld: str = "queue"  # or "drop": what happens to a message withheld (offline/dnd)
+    delivery: str = "direct"  # or "background": notify only writes the spool
+    queue_max_age: float = DEFAULT_QUEUE_MAX_AGE  # seconds; older queued messages are dropped
+    coalesce_seconds: float = DEFAULT_COALESCE_SECONDS  # burst window for digests
     source: Path | None = None  # the file it came from, for messages
 
     @property
@@ -135,6 +145,55 @@ _KNOWN_KEYS = {
     "ca_file", "default_domain", "subject", "type", "withhold_show", "timeout",
     "presence_grace", "max_stanza_bytes", "max_parts",
 }
+_SPOOL_KEYS = {"spool_dir", "withheld", "delivery", "queue_max_age", "coalesce_seconds"}
+_KNOWN_KEYS |= _SPOOL_KEYS
+
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(value: Any, key: str, where: str) -> float:
+    """Seconds from a number or a string like "90s", "30m", "12h", "7d", "2w"."""
+    text = str(value).strip().lower() if isinstance(value, int | float | str) else ""
+    number, unit = text.rstrip("smhdw"), text[len(text.rstrip("smhdw")):]
+    try:
+        if isinstance(value, bool) or unit not in _DURATION_UNITS:
+            raise ValueError(text)
+        seconds = float(number) * _DURATION_UNITS[unit]
+    except ValueError:
+        raise ConfigError(
+            f"{where}: '{key}' must be a number of seconds or a duration like "
+            '"7d", "12h", "30m"'
+        ) from None
+    if not seconds >= 0:  # also refuses nan
+        raise ConfigError(f"{where}: '{key}' must not be negative")
+    return seconds
+
+
+def _spool_settings(
+    data: Mapping[str, Any], env: Mapping[str, str], where: str, base: Path
+) -> dict[str, Any]:
+    """The spool keys of the Config: where the queue lives and how delivery works."""
+    settings: dict[str, Any] = {}
+    spool_dir = env.get("CVSMSG_SPOOL_DIR") or _expect(data, "spool_dir", str, where)
+    if spool_dir:
+        path = Path(spool_dir).expanduser()
+        settings["spool_dir"] = path if path.is_absolute() else base / path
+    withheld = _expect(data, "withheld", str, where) or "queue"
+    if withheld not in WITHHELD_POLICIES:
+        raise ConfigError(f"{where}: 'withheld' must be \"queue\" or \"drop\"")
+    settings["withheld"] = withheld
+    delivery = _expect(data, "delivery", str, where) or "direct"
+    if delivery not in DELIVERY_MODES:
+        raise ConfigError(f"{where}: 'delivery' must be \"direct\" or \"background\"")
+    settings["delivery"] = delivery
+    if data.get("queue_max_age") is not None:
+        settings["queue_max_age"] = parse_duration(data["queue_max_age"], "queue_max_age", where)
+    coalesce = _expect(data, "coalesce_seconds", (int, float), where)
+    if coalesce is not None:
+        if coalesce < 0:
+            raise ConfigError(f"{where}: 'coalesce_seconds' must be at least 0")
+        settings["coalesce_seconds"] = float(coalesce)
+    return settings
 
 
 def _expect(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -147,6 +206,15 @@ def _expect(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], wh
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise ConfigError(f"{where}: '{key}' must be a {names}")
     return value
+
+
+def peek_spool_settings(explicit_path: Path | None, env: Mapping[str, str]) -> dict[str, Any]:
+    """Only the spool keys (delivery mode, spool_dir), without fetching the password:
+    enough for `notify` to choose between the hand-off and a direct delivery."""
+    path = find_config_file(explicit_path, env)
+    data: dict[str, Any] = _read_toml(path) if path else {}
+    base = path.parent if path else Path.cwd()
+    return _spool_settings(data, env, str(path) if path else "configuration", base)
 
 
 def load_config(
@@ -249,5 +317,6 @@ def load_config(
         presence_grace=number("presence_grace", 2.0, 0.0),
         max_stanza_bytes=int(number("max_stanza_bytes", DEFAULT_MAX_STANZA, 4096)),
         max_parts=int(number("max_parts", 10, 1)),
+        **_spool_settings(data, env, where, base),
         source=path,
     )
