@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -118,6 +117,8 @@ def _password_from_file(path: Path) -> str:
 
 
 def _password_from_command(command: str) -> str:
+    import subprocess  # only here: `notify`'s background hand-off must start fast
+
     try:
         proc = subprocess.run(
             ["/bin/sh", "-c", command],
