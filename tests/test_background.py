@@ -166,3 +166,14 @@ def test_three_hundred_notifications_from_one_cvs_commit(bot, person, prosody, t
         assert all(f"Triggered commit watch on {repo.root}/proj" in m.body for m in msgs)
     assert wait_for(lambda: spool_files(spool_dir) == [], 10)
     print(f"\n300 hand-offs during cvs commit: {elapsed:.1f} s")
+
+
+def test_hand_off_with_stdout_closed(bot, person, bg_config, spool_dir):
+    """A closed stdout makes the lock land on fd 1: it must survive the /dev/null set-up."""
+    alice = person("")
+    script = " ".join([*cvsmsg_command(), "notify", "--config", str(bg_config), alice.jid])
+    result = subprocess.run(["sh", "-c", f"exec {script} >&-"], input=notice().encode(),
+                            capture_output=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    [msg] = alice.wait_messages(1, 15)
+    assert msg.body == notice().rstrip("\n")

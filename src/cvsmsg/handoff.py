@@ -104,6 +104,11 @@ def start_deliverer(cfg: Config, spool: Spool, env: Mapping[str, str]) -> int | 
     if fd is None:
         spool.wake()  # it may be lingering: look now
         return None
+    if fd <= 2:  # our stdio was closed: keep the lock clear of the /dev/null redirections
+        import fcntl
+
+        low, fd = fd, fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+        os.close(low)
     try:
         os.set_inheritable(fd, True)
         argv = [sys.executable, "-m", "cvsmsg", "deliver", "--lock-fd", str(fd)]
