@@ -322,3 +322,45 @@ def test_render_splits_digests_to_fit():
     assert digests[-1].subject == "S" and digests[0].subject == "S (3 notifications)"
     huge = [entry(body="y" * 5000, n=1), entry(created=1000.1, body="z", n=2)]
     assert [len(d.ids) for d in render(batches(huge, 2, 60)[0], 1000)] == [1, 1]
+
+
+# -- the parsed-config cache (hand-off start-up) ----------------------------------------------
+
+
+def test_config_cache_is_used_only_while_the_file_is_unchanged(tmp_path, monkeypatch):
+    import marshal
+
+    from cvsmsg import tomlcache
+
+    config = write(tmp_path / "c.toml", 'subject = "one"\n')
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    assert tomlcache.load_toml(config, env)["subject"] == "one"
+    cached = tomlcache.cache_file(config, env)
+    assert cached is not None and cached.parent == tmp_path / "cache" / "cvsmsg"
+    assert stat.S_IMODE(cached.stat().st_mode) == 0o600
+    assert stat.S_IMODE(cached.parent.stat().st_mode) == 0o700
+    # a hit does not parse: prove it by planting a different value under the same identity
+    identity, data = marshal.loads(cached.read_bytes())
+    cached.write_bytes(marshal.dumps((identity, {**data, "subject": "from cache"})))
+    assert tomlcache.load_toml(config, env)["subject"] == "from cache"
+    # any change of the file (even the same size) is a miss
+    config.write_text(config.read_text().replace("one", "two"))
+    assert tomlcache.load_toml(config, env)["subject"] == "two"
+    # a cache file others could have written is ignored
+    identity, data = marshal.loads(cached.read_bytes())
+    cached.write_bytes(marshal.dumps((identity, {**data, "subject": "planted"})))
+    cached.chmod(0o620)
+    assert tomlcache.load_toml(config, env)["subject"] == "two"
+
+
+def test_config_cache_needs_no_home_and_keeps_errors(tmp_path):
+    from cvsmsg import tomlcache
+
+    config = write(tmp_path / "c.toml", "")
+    assert tomlcache.cache_file(config, {}) is None
+    assert tomlcache.load_toml(config, {})["jid"] == "a@x"
+    bad = tmp_path / "bad.toml"
+    bad.write_text("jid = ")
+    bad.chmod(0o600)
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_config(bad, env={"XDG_CACHE_HOME": str(tmp_path / "cache")})

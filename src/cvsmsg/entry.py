@@ -12,7 +12,10 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import IO, Any
+
+TYPE_CHECKING = False  # no `typing` at run time: this is the hand-off's start-up
+if TYPE_CHECKING:
+    from typing import IO, Any
 
 # Read like the click CLI does (same cap): see cli.MAX_INPUT_BYTES.
 MAX_INPUT_BYTES = 32 * 1024 * 1024

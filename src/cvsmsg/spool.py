@@ -32,9 +32,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from cvsmsg.errors import SpoolError
+
+TYPE_CHECKING = False  # no `typing` at run time: the hand-off must start fast
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger(__name__)
 
