@@ -364,3 +364,21 @@ def test_config_cache_needs_no_home_and_keeps_errors(tmp_path):
     bad.chmod(0o600)
     with pytest.raises(ConfigError, match="is not valid TOML"):
         load_config(bad, env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+
+
+def test_drainer_forgets_messages_that_are_gone(tmp_path):
+    """serve runs for months: what it remembers must not grow with every message."""
+    from cvsmsg.drain import Drainer
+
+    cfg = load_config(write(tmp_path / "c.toml", ""), env={})
+    spool = Spool(tmp_path / "spool")
+    first, second = spool.add("a@x", "s", "1"), spool.add("a@x", "s", "2")
+    drainer = Drainer(cfg, spool)
+    assert drainer.refresh() == [first.id, second.id]
+    assert drainer.refresh() == [] and not drainer.unseen()
+    spool.drop(first.id)
+    third = spool.add("a@x", "s", "3")
+    assert drainer.unseen()
+    assert drainer.refresh() == [third.id]
+    assert drainer.seen == {second.id, third.id}
+    assert list(drainer.pending) == [second.id, third.id]

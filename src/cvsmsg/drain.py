@@ -96,6 +96,9 @@ class Drainer:
         current = set(ids)
         for gone in set(self.pending) - current:
             del self.pending[gone]
+        # An id never comes back once its file is gone: forget it (serve runs for months).
+        self.seen &= current
+        self._counted &= current
         new = [i for i in ids if i not in self.seen]
         for entry_id in new:
             self.seen.add(entry_id)
