@@ -39,6 +39,16 @@ def prosody(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prosody]:
     server.stop()
 
 
+@pytest.fixture(autouse=True)
+def spool_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own spool: every cvsmsg it runs queues there (the environment beats
+    the config file), never into the machine's /var/spool/cvsmsg; likewise its cache."""
+    path = tmp_path / "spool"
+    monkeypatch.setenv("CVSMSG_SPOOL_DIR", str(path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # nothing in ~/.cache
+    return path
+
+
 @pytest.fixture(scope="session")
 def loops() -> Iterator[LoopThread]:
     lt = LoopThread()

@@ -23,7 +23,8 @@ def test_wrong_password(bot, prosody, tmp_path):
     result = bot.run("x@localhost", config=config)
     assert result.returncode == 4
     assert only_line(result.stderr) == (
-        f"cvsmsg: error: authentication failed for {bot.jid}: wrong JID or password"
+        f"cvsmsg: error: authentication failed for {bot.jid}: wrong JID or password; "
+        "queued for later delivery"
     )
     assert result.stdout == ""
 
@@ -43,7 +44,8 @@ def test_server_down(bot, prosody, tmp_path):
     result = bot.run("x@localhost", config=config)
     assert result.returncode == 5
     assert only_line(result.stderr) == (
-        f"cvsmsg: error: cannot connect to 127.0.0.1:{port}: Connection refused"
+        f"cvsmsg: error: cannot connect to 127.0.0.1:{port}: Connection refused; "
+        "queued for later delivery"
     )
 
 
@@ -133,7 +135,8 @@ def test_hung_server_times_out(bot, prosody, tmp_path, silent_server):
     result = bot.run("x@localhost", config=config, timeout=10)
     assert result.returncode == 6
     assert only_line(result.stderr) == (
-        "cvsmsg: error: timed out after 1 s while negotiating TLS and authenticating"
+        "cvsmsg: error: timed out after 1 s while negotiating TLS and authenticating; "
+        "queued for later delivery"
     )
 
 
@@ -304,7 +307,7 @@ def test_no_tls_offered_refuses_to_send_password(plaintext_server, tmp_path):
     assert result.returncode == 5
     assert only_line(result.stderr) == (
         f"cvsmsg: error: 127.0.0.1:{plaintext_server.port} offered no TLS; "
-        "refusing to send the password in plaintext"
+        "refusing to send the password in plaintext; queued for later delivery"
     )
     debug = bot.run("--debug", "x@localhost")
     assert debug.returncode == 5

@@ -64,7 +64,7 @@ to = ["{alice.jid}", "{dave.jid}"]
     assert result.stderr.splitlines() == [
         f"cvsmsg: delivered to {carol.jid}: available",
         f"cvsmsg: delivered to {alice.jid}: available",
-        f"cvsmsg: withheld from {dave.jid}: dnd (resource desk)",
+        f"cvsmsg: withheld from {dave.jid}: dnd (resource desk); queued",
     ]
     assert [(m.body, m.type) for m in alice.settle()] == [(BODY, "chat")]
     assert len(carol.settle()) == 1

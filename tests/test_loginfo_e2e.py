@@ -85,7 +85,7 @@ def test_commit_reaches_the_followers_of_each_directory(bot, person, prosody, tm
     # one loginfo run per directory, proj first
     assert cvsmsg_lines(result.stderr) == [
         f"cvsmsg: delivered to {alice.jid}: available",
-        f"cvsmsg: withheld from {dave.jid}: dnd (resource desk)",
+        f"cvsmsg: withheld from {dave.jid}: dnd (resource desk); queued",
         f"cvsmsg: delivered to {carol.jid}: available",
     ]
     [to_alice] = alice.settle()

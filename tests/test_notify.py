@@ -68,7 +68,10 @@ def test_negative_priority_resource_cannot_take_messages(bot, person):
     assert "online only with negative priority" in result.stderr
     alice.online("", resource="laptop")
     assert bot.run(alice.jid).returncode == 0
-    assert [m.resource for m in alice.settle()] == ["laptop"]
+    # the new notification, then (same session) the one queued while she could not take it
+    msgs = alice.settle()
+    assert [m.resource for m in msgs] == ["laptop", "laptop"]
+    assert "queued " in msgs[1].body and "negative priority" in msgs[1].body
 
 
 def test_second_resource_gone_dnd_after_it_leaves(bot, person):
@@ -103,8 +106,8 @@ def test_several_recipients_mixed_presence(bot, person):
     lines = [line for line in result.stderr.splitlines() if line.startswith("cvsmsg: ")]
     assert lines == [
         f"cvsmsg: delivered to {on.jid}: available",
-        f"cvsmsg: withheld from {dnd.jid}: dnd (resource desk)",
-        f"cvsmsg: withheld from {off.jid}: offline",
+        f"cvsmsg: withheld from {dnd.jid}: dnd (resource desk); queued",
+        f"cvsmsg: withheld from {off.jid}: offline; queued",
     ]
 
 

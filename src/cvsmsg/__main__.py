@@ -1,5 +1,5 @@
 import sys
 
-from cvsmsg.cli import main
+from cvsmsg.entry import main
 
 sys.exit(main())

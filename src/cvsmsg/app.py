@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -29,6 +29,7 @@ class Outcome:
     delivered: bool
     reason: str
     failed: bool = False  # invalid address or rejected by the server
+    handed_off: bool = False  # written to the spool for the deliverer or `cvsmsg serve`
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class Report:
         """Failures outrank withholding; 0 only when everyone got it."""
         if any(o.failed for o in self.outcomes):
             return ExitStatus.RECIPIENT
-        if any(not o.delivered for o in self.outcomes):
+        if any(not o.delivered and not o.handed_off for o in self.outcomes):
             return ExitStatus.WITHHELD
         return ExitStatus.OK
 
@@ -87,9 +88,14 @@ def subscription_gate(
     return accept
 
 
+# Runs once the message is confirmed, before the stream is closed: the spool delivers
+# queued messages in the same session.
+AfterSend = Callable[["XmppSession", list[Outcome]], Awaitable[None]]
+
+
 async def _deliver(
     cfg: Config, recipients: list[str], subject: str, text: str,
-    session_box: list[XmppSession],
+    session_box: list[XmppSession], after: AfterSend | None = None,
 ) -> list[Outcome]:
     from cvsmsg.xmpp import XmppSession  # slixmpp is heavy: only once we really connect
 
@@ -133,6 +139,8 @@ async def _deliver(
                 ))
             else:
                 outcomes.append(Outcome(jid, True, decisions[jid].reason))
+        if after is not None:
+            await after(session, outcomes)
     except BaseException:
         session.abort()
         raise
@@ -140,7 +148,10 @@ async def _deliver(
     return sorted(outcomes, key=lambda o: order.get(o.recipient, 0))
 
 
-async def notify_async(cfg: Config, recipient_values: list[str], subject: str, text: str) -> Report:
+async def notify_async(
+    cfg: Config, recipient_values: list[str], subject: str, text: str,
+    after: AfterSend | None = None,
+) -> Report:
     """Deliver `text` to each available, not-withheld recipient, within cfg.timeout."""
     recipients, invalid = resolve_recipients(recipient_values, cfg.default_domain)
     if not recipients:
@@ -150,7 +161,7 @@ async def notify_async(cfg: Config, recipient_values: list[str], subject: str, t
     box: list[XmppSession] = []
     try:
         async with asyncio.timeout(cfg.timeout):
-            delivered = await _deliver(cfg, recipients, subject, text, box)
+            delivered = await _deliver(cfg, recipients, subject, text, box, after)
     except TimeoutError:
         phase = box[0].phase if box else "starting"
         raise DeadlineError(f"timed out after {cfg.timeout:g} s while {phase}") from None

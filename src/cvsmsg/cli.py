@@ -21,6 +21,7 @@ from cvsmsg.status import ExitStatus
 if TYPE_CHECKING:
     from cvsmsg.app import Report
     from cvsmsg.config import Config
+    from cvsmsg.spool import Spool
 
 log = logging.getLogger("cvsmsg")
 
@@ -31,15 +32,18 @@ MAX_INPUT_BYTES = 32 * 1024 * 1024
 
 EXIT_CODES_HELP = """\b
 Exit codes:
-  0   delivered to every recipient
+  0   delivered to every recipient (background mode, or cvsmsg serve
+      running: written to the spool for delivery)
   1   internal error (a bug: please report it with the --debug output)
   2   usage error (bad option, unreadable --file, empty or binary message)
-  3   configuration error (missing/invalid config, unreadable password)
-  4   authentication failed
-  5   could not connect, or TLS failure
-  6   timed out
+  3   configuration error (missing/invalid config, unreadable password,
+      unusable spool directory)
+  4   authentication failed     } the message is queued for later
+  5   could not connect, or TLS }  delivery, and the error line
+  6   timed out                 }  says so
   7   recipient invalid, or the server rejected the message
-  10  withheld from at least one recipient (offline or dnd), nothing failed
+  10  withheld from at least one recipient (offline or dnd), nothing failed;
+      queued for later delivery unless withheld = "drop"
 """
 
 
@@ -181,7 +185,7 @@ def _run_notify(
 
 def _send(cfg: Config, recipients: list[str], subject: str, text: str) -> Report:
     """How `notify` and `loginfo` both deliver: one place for the gate and its modes."""
-    from cvsmsg.app import notify as run
+    from cvsmsg.delivery import notify as run
 
     return run(cfg, recipients, subject, text)
 
@@ -207,6 +211,8 @@ def _print_report(report: Report, quiet: bool) -> ExitStatus:
             log.error("error: %s", outcome.reason)
         elif not quiet:
             verb = "delivered to" if outcome.delivered else "withheld from"
+            if outcome.handed_off:
+                verb = "queued for"
             click.echo(f"cvsmsg: {verb} {outcome.recipient}: {outcome.reason}", err=True)
     return report.status
 
@@ -407,6 +413,239 @@ def _drain_stdin() -> None:
     with contextlib.suppress(OSError, ValueError):
         while stdin.buffer.read(1 << 20):
             pass
+
+
+# -- the spool: queue, flush, serve and the background deliverer (issue 3) ------------------
+
+_config_option = click.option(
+    "--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+    help="Config file (default: $CVSMSG_CONFIG, ~/.config/cvsmsg/config.toml, "
+         "/etc/cvsmsg/config.toml).",
+)
+
+
+def _load_spool_config(config_path: Path | None, **overrides: Any) -> tuple[Config, Spool]:
+    """(cfg, spool) for the spool commands; errors are CvsmsgError like everywhere."""
+    from cvsmsg.config import load_config
+    from cvsmsg.handoff import open_spool
+
+    cfg = load_config(config_path, overrides=overrides)
+    _setup_logging_secrets(cfg.password)
+    return cfg, open_spool(cfg, os.environ)
+
+
+def _guard(debug: bool, run: Any) -> ExitStatus:
+    """Run `run()`; a CvsmsgError becomes one line and its exit code, a bug exit 1."""
+    try:
+        return ExitStatus(run())
+    except CvsmsgError as exc:
+        log.error("error: %s", exc, exc_info=debug)
+        return exc.status
+    except KeyboardInterrupt:
+        log.error("error: interrupted")
+        return ExitStatus.TIMEOUT
+    except Exception as exc:
+        log.error("error: internal error: %s: %s (rerun with --debug)", type(exc).__name__, exc,
+                  exc_info=debug)
+        return ExitStatus.INTERNAL
+
+
+def _age(seconds: float) -> str:
+    seconds = max(seconds, 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+@cli.command("queue")
+@_config_option
+@click.option("--drop", "drop", multiple=True, metavar="ID",
+              help="Remove the message ID (or a unique prefix of it); repeatable.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def queue_command(config_path: Path | None, drop: tuple[str, ...], debug: bool) -> None:
+    """List the messages waiting in the spool: recipient, age, attempts, reason.
+
+    Messages wait there when they were withheld (offline, dnd) or could not be sent
+    (server down, authentication, timeout), or until the background deliverer or
+    `cvsmsg serve` sends them.
+    """
+    _setup_logging(False, 0, debug, [])
+
+    def run() -> ExitStatus:
+        _cfg, spool = _load_spool_config(config_path)
+        if drop:
+            return _drop(spool, drop)
+        _list_queue(spool)
+        return ExitStatus.OK
+
+    sys.exit(int(_guard(debug, run)))
+
+
+def _drop(spool: Spool, wanted: tuple[str, ...]) -> ExitStatus:
+    from cvsmsg.errors import UsageError
+
+    ids = spool.ids()
+    for prefix in wanted:
+        matches = [i for i in ids if i == prefix] or [i for i in ids if i.startswith(prefix)]
+        if not matches:
+            raise UsageError(f"no queued message {prefix!r} in {spool.path}")
+        if len(matches) > 1:
+            raise UsageError(f"{prefix!r} matches {len(matches)} messages: give more of the ID")
+        entry = spool.drop(matches[0])
+        if entry is None:
+            raise UsageError(f"message {matches[0]} is being delivered right now (or is gone)")
+        click.echo(f"dropped {entry.id} for {entry.recipient}")
+    return ExitStatus.OK
+
+
+def _list_queue(spool: Spool) -> None:
+    import time
+
+    from cvsmsg.spool import BAD_SUFFIX, DELIVER_LOCK, SERVE_LOCK
+
+    entries = spool.entries()
+    now = time.time()
+    if entries:
+        rows = [("ID", "RECIPIENT", "AGE", "ATTEMPTS", "REASON")]
+        for e in entries:
+            reason = e.reason or "waiting for delivery"
+            rows.append((e.id, e.recipient, _age(now - e.created), str(e.attempts), reason))
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        for r in rows:
+            click.echo("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True))
+                       + "  " + r[4])
+        noun = "message" if len(entries) == 1 else "messages"
+        click.echo(f"{len(entries)} {noun} queued in {spool.path}")
+    else:
+        click.echo(f"no messages queued in {spool.path}")
+    bad = sorted(spool.path.glob(f"*{BAD_SUFFIX}")) if spool.exists() else []
+    if bad:
+        click.echo(f"{len(bad)} unreadable file(s) set aside: {', '.join(p.name for p in bad)}")
+    serve_pid = spool.holder(SERVE_LOCK) if spool.serve_running() else None
+    if serve_pid:
+        click.echo(f"cvsmsg serve is running (pid {serve_pid})")
+    elif (pid := spool.holder(DELIVER_LOCK)) is not None:
+        click.echo(f"the background deliverer is running (pid {pid})")
+
+
+@cli.command()
+@_config_option
+@click.option("--server", metavar="HOST[:PORT]",
+              help="Connect here instead of the JID's DNS SRV records.")
+@click.option("--timeout", type=click.FloatRange(min=0.5), metavar="SECONDS",
+              help="Deadline for connecting and for each confirmation (default: config "
+                   "'timeout' or 10).")
+@click.option("-q", "--quiet", is_flag=True, help="Only print errors.")
+@click.option("-v", "--verbose", count=True, help="Say more.")
+@click.option("--debug", is_flag=True, help="Show the XML stream (redacted) and tracebacks.")
+def flush(config_path: Path | None, server: str | None, timeout: float | None, quiet: bool,
+          verbose: int, debug: bool) -> None:
+    """Try to deliver every queued message now, to each recipient who is available and
+    not dnd (bursts are still combined into digests). Exit 0 when the queue is empty
+    afterwards, 10 when messages are still withheld."""
+    _setup_logging(quiet, verbose, debug, [])
+
+    def run() -> ExitStatus:
+        import asyncio
+
+        from cvsmsg.drain import flush as drain_flush
+
+        cfg, spool = _load_spool_config(config_path, server=server, timeout=timeout)
+        if not spool.ids():
+            if not quiet:
+                click.echo(f"no messages queued in {spool.path}")
+            return ExitStatus.OK
+        stats = asyncio.run(drain_flush(cfg, spool))
+        if not quiet:
+            for jid, n in stats.delivered.items():
+                click.echo(f"delivered to {jid}: {n} notification{'s' if n != 1 else ''}")
+            for jid, reason in stats.withheld.items():
+                click.echo(f"still queued for {jid}: {reason}")
+        return ExitStatus.WITHHELD if spool.ids() else ExitStatus.OK
+
+    sys.exit(int(_guard(debug, run)))
+
+
+@cli.command()
+@_config_option
+@click.option("-q", "--quiet", is_flag=True, help="Only log warnings and errors.")
+@click.option("-v", "--verbose", count=True, help="Log more (twice: protocol summary).")
+@click.option("--debug", is_flag=True, help="Log the XML stream (redacted) and tracebacks.")
+def serve(config_path: Path | None, quiet: bool, verbose: int, debug: bool) -> None:
+    """Stay connected; deliver each queued message the moment its recipient is available
+    and not dnd. While it runs, every `cvsmsg notify` hands its message to it through
+    the spool. Logs to stderr (the journal under systemd); SIGTERM stops it cleanly.
+    See examples/cvsmsg.service.
+    """
+    _setup_logging(quiet, max(verbose, 0 if quiet else 1), debug, [])
+
+    def run() -> ExitStatus:
+        from cvsmsg.serve import run_serve
+
+        cfg, spool = _load_spool_config(config_path)
+        run_serve(cfg, spool)
+        return ExitStatus.OK
+
+    sys.exit(int(_guard(debug, run)))
+
+
+@cli.command(hidden=True)
+@_config_option
+@click.option("--lock-fd", type=int, help="The deliver lock, inherited from notify.")
+@click.option("--server", metavar="HOST[:PORT]")
+@click.option("--timeout", type=click.FloatRange(min=0.5))
+def deliver(config_path: Path | None, lock_fd: int | None, server: str | None,
+            timeout: float | None) -> None:
+    """The detached background deliverer that `notify` starts (logs to deliver.log in
+    the spool directory)."""
+    os.chdir("/")  # never keep CVS's temporary directory busy
+
+    def run() -> ExitStatus:
+        from cvsmsg.drain import run_deliverer
+        from cvsmsg.spool import DELIVER_LOCK
+
+        cfg, spool = _load_spool_config(config_path, server=server, timeout=timeout)
+        spool.ensure()
+        _log_to_file(spool.path / "deliver.log", cfg.password)
+        fd = lock_fd if lock_fd is not None else spool.try_lock(DELIVER_LOCK)
+        if fd is None:
+            log.info("a deliverer is already running")
+            return ExitStatus.OK
+        run_deliverer(cfg, spool, fd)
+        return ExitStatus.OK
+
+    _setup_logging(False, 1, False, [])
+    sys.exit(int(_guard(False, run)))
+
+
+LOG_ROTATE_BYTES = 1 << 20
+
+
+def _log_to_file(path: Path, password: str) -> None:
+    """The detached deliverer's log: appended, group-writable, one rotation at 1 MiB."""
+    from cvsmsg.redact import RedactingFilter
+
+    try:
+        if path.stat().st_size > LOG_ROTATE_BYTES:
+            os.replace(path, path.with_name(path.name + ".1"))
+    except OSError:
+        pass
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o660)
+    except OSError:
+        return  # stderr is /dev/null: nowhere better to say it
+    if os.fstat(fd).st_uid == os.geteuid():
+        os.fchmod(fd, 0o660)
+    handler = logging.StreamHandler(os.fdopen(fd, "a", encoding="utf-8", buffering=1))
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s cvsmsg[%(process)d] %(levelname)s: %(message)s"
+    ))
+    handler.addFilter(RedactingFilter([password]))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    logging.getLogger("slixmpp").setLevel(logging.CRITICAL)
 
 
 def main(argv: list[str] | None = None) -> int:

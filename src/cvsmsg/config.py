@@ -5,15 +5,18 @@ from __future__ import annotations
 import os
 import re
 import stat
-import subprocess
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from cvsmsg.cvs import normalize_recipient
 from cvsmsg.errors import ConfigError, RecipientError
+
+# typing and tomllib cost ~15 ms to import: the background hand-off (300 times in a big
+# commit) needs neither (annotations only; a cached parse of the file, see tomlcache).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_SUBJECT = "CVS Watch Alarm"
 MESSAGE_TYPES = ("normal", "chat", "headline")
@@ -22,6 +25,10 @@ SHOW_VALUES = ("away", "chat", "dnd", "xa")
 DEFAULT_MAX_STANZA = 256 * 1024
 PASSWORD_COMMAND_TIMEOUT = 10.0
 DEFAULT_MAX_ROSTER = 500
+WITHHELD_POLICIES = ("queue", "drop")
+DELIVERY_MODES = ("direct", "background")
+DEFAULT_QUEUE_MAX_AGE = 7 * 86400.0
+DEFAULT_COALESCE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,12 @@ class Config:
     max_stanza_bytes: int = DEFAULT_MAX_STANZA
     max_parts: int = 10
     presence: str = "probe"  # or "announce": initial presence on every run (the book's way)
+    # The spool (issue 3): None means the default directory (see spool.resolve_spool_dir).
+    spool_dir: Path | None = None
+    withheld: str = "queue"  # or "drop": what happens to a message withheld (offline/dnd)
+    delivery: str = "direct"  # or "background": notify only writes the spool
+    queue_max_age: float = DEFAULT_QUEUE_MAX_AGE  # seconds; older queued messages are dropped
+    coalesce_seconds: float = DEFAULT_COALESCE_SECONDS  # burst window for digests
     source: Path | None = None  # the file it came from, for messages
     loginfo: tuple[LoginfoRule, ...] = ()
     # Who may subscribe to the bot's presence: bare JIDs, domains, or "*". None: the bot's
@@ -100,14 +113,15 @@ def find_config_file(explicit: Path | None, env: Mapping[str, str]) -> Path | No
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    from cvsmsg.tomlcache import load_toml
+
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        return load_toml(path)
     except PermissionError:
         raise ConfigError(f"cannot read config file {path}: permission denied") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except ValueError as exc:  # tomllib.TOMLDecodeError
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 
@@ -137,6 +151,8 @@ def _password_from_file(path: Path) -> str:
 
 
 def _password_from_command(command: str) -> str:
+    import subprocess  # only here: `notify`'s background hand-off must start fast
+
     try:
         proc = subprocess.run(
             ["/bin/sh", "-c", command],
@@ -165,6 +181,55 @@ _KNOWN_KEYS = {
     "presence_grace", "max_stanza_bytes", "max_parts", "presence",
     "loginfo", "subscribers", "max_roster",
 }
+_SPOOL_KEYS = {"spool_dir", "withheld", "delivery", "queue_max_age", "coalesce_seconds"}
+_KNOWN_KEYS |= _SPOOL_KEYS
+
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(value: Any, key: str, where: str) -> float:
+    """Seconds from a number or a string like "90s", "30m", "12h", "7d", "2w"."""
+    text = str(value).strip().lower() if isinstance(value, int | float | str) else ""
+    number, unit = text.rstrip("smhdw"), text[len(text.rstrip("smhdw")):]
+    try:
+        if isinstance(value, bool) or unit not in _DURATION_UNITS:
+            raise ValueError(text)
+        seconds = float(number) * _DURATION_UNITS[unit]
+    except ValueError:
+        raise ConfigError(
+            f"{where}: '{key}' must be a number of seconds or a duration like "
+            '"7d", "12h", "30m"'
+        ) from None
+    if not seconds >= 0:  # also refuses nan
+        raise ConfigError(f"{where}: '{key}' must not be negative")
+    return seconds
+
+
+def _spool_settings(
+    data: Mapping[str, Any], env: Mapping[str, str], where: str, base: Path
+) -> dict[str, Any]:
+    """The spool keys of the Config: where the queue lives and how delivery works."""
+    settings: dict[str, Any] = {}
+    spool_dir = env.get("CVSMSG_SPOOL_DIR") or _expect(data, "spool_dir", str, where)
+    if spool_dir:
+        path = Path(spool_dir).expanduser()
+        settings["spool_dir"] = path if path.is_absolute() else base / path
+    withheld = _expect(data, "withheld", str, where) or "queue"
+    if withheld not in WITHHELD_POLICIES:
+        raise ConfigError(f"{where}: 'withheld' must be \"queue\" or \"drop\"")
+    settings["withheld"] = withheld
+    delivery = _expect(data, "delivery", str, where) or "direct"
+    if delivery not in DELIVERY_MODES:
+        raise ConfigError(f"{where}: 'delivery' must be \"direct\" or \"background\"")
+    settings["delivery"] = delivery
+    if data.get("queue_max_age") is not None:
+        settings["queue_max_age"] = parse_duration(data["queue_max_age"], "queue_max_age", where)
+    coalesce = _expect(data, "coalesce_seconds", (int, float), where)
+    if coalesce is not None:
+        if coalesce < 0:
+            raise ConfigError(f"{where}: 'coalesce_seconds' must be at least 0")
+        settings["coalesce_seconds"] = float(coalesce)
+    return settings
 
 
 def _expect(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -235,6 +300,15 @@ def _subscribers(data: Mapping[str, Any], where: str) -> tuple[str, ...] | None:
             )
         result.append(entry)
     return tuple(dict.fromkeys(result))
+
+
+def peek_spool_settings(explicit_path: Path | None, env: Mapping[str, str]) -> dict[str, Any]:
+    """Only the spool keys (delivery mode, spool_dir), without fetching the password:
+    enough for `notify` to choose between the hand-off and a direct delivery."""
+    path = find_config_file(explicit_path, env)
+    data: dict[str, Any] = _read_toml(path) if path else {}
+    base = path.parent if path else Path.cwd()
+    return _spool_settings(data, env, str(path) if path else "configuration", base)
 
 
 def load_config(
@@ -348,6 +422,7 @@ def load_config(
         max_stanza_bytes=int(number("max_stanza_bytes", DEFAULT_MAX_STANZA, 4096)),
         max_parts=int(number("max_parts", 10, 1)),
         presence=presence,
+        **_spool_settings(data, env, where, base),
         source=path,
         loginfo=_loginfo_rules(data, where, default_domain),
         subscribers=_subscribers(data, where),

@@ -33,3 +33,9 @@ class DeadlineError(CvsmsgError):
 
 class RecipientError(CvsmsgError):
     status = ExitStatus.RECIPIENT
+
+
+class SpoolError(CvsmsgError):
+    """The spool directory cannot be created, written or read: an installation problem."""
+
+    status = ExitStatus.CONFIG

@@ -157,6 +157,9 @@ class XmppSession:
         self._stream_error = ""
         self._closing = False
         self.announced = False
+        # Called with the bare JID after each presence change we track (serve uses it to
+        # deliver queued messages the moment their recipient becomes available).
+        self.presence_listener: Callable[[str], None] | None = None
         self.client = self._build_client()
 
     # -- construction -------------------------------------------------------------------
@@ -311,6 +314,8 @@ class XmppSession:
             return  # subscription management, handled elsewhere
         self._heard.add(bare)
         self._presence_event.set()
+        if self.presence_listener is not None:
+            self.presence_listener(bare)
 
     def _on_subscribe(self, pres: Any) -> None:
         who = pres["from"].bare
@@ -459,6 +464,18 @@ class XmppSession:
                 log.info("no presence from %s within %g s: treated as offline",
                          ", ".join(sorted(pending - self._heard)), self.cfg.presence_grace)
         return {j: self._view(j) for j in jids}
+
+    def view(self, jid: str) -> PresenceView:
+        """What we know of `jid`'s presence right now, without waiting."""
+        return self._view(jid)
+
+    async def watch(self, awaitable: Any) -> Any:
+        """Await `awaitable`, raising the session's error if the session fails first."""
+        return await self._race(awaitable)
+
+    async def ping(self) -> None:
+        """One round trip to the server (a keepalive that notices a dead connection)."""
+        await self._race(self._ping_server())
 
     def _view(self, jid: str) -> PresenceView:
         resources = dict(self._resources.get(jid, {}))

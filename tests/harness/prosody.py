@@ -151,8 +151,10 @@ VirtualHost "{self.domain}"
         return f"{user}@{domain}"
 
     def write_cvsmsg_config(self, path: Path, jid: str, password: str, **extra: object) -> Path:
-        """A cvsmsg config (mode 0600) pointing at this server and trusting its CA."""
+        """A cvsmsg config (mode 0600) pointing at this server and trusting its CA; its
+        spool is `spool` next to it unless `spool_dir` is given."""
         server = extra.pop("server", f"127.0.0.1:{self.port}")
+        extra.setdefault("spool_dir", str(path.parent / "spool"))
         lines = [
             f'jid = "{jid}"',
             f'password = "{password}"',

@@ -1,0 +1,134 @@
+"""Pure: which spooled messages go out together, and the digest text that lists them.
+
+CVS runs the notify command once per watcher and file: a 100-file commit hands 100
+messages for each watcher to the spool within seconds. Messages for the same recipient
+(with the same subject and type) that follow each other by at most `window` seconds form
+one burst, sent as one digest once the burst has been quiet for `window` seconds (or has
+lasted `max_wait`, so a never-ending stream still goes out). Messages that were already
+queued (withheld or failed before) are not held back again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from cvsmsg.message import wire_size
+from cvsmsg.spool import Entry
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Messages for one recipient that go out together, oldest first."""
+
+    recipient: str
+    subject: str
+    type: str
+    entries: tuple[Entry, ...]
+    ready_at: float  # when the burst is over and the batch may be sent
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(e.id for e in self.entries)
+
+
+@dataclass(frozen=True)
+class Digest:
+    """One message to send (split into stanza-sized parts by the caller if needed)."""
+
+    subject: str
+    body: str
+    ids: tuple[str, ...]
+
+
+def batches(entries: Iterable[Entry], window: float, max_wait: float) -> list[Batch]:
+    """Group into bursts per (recipient, subject, type); `window` <= 0 never coalesces."""
+    runs: dict[tuple[str, str, str], list[list[Entry]]] = {}
+    for entry in sorted(entries, key=lambda e: e.id):
+        key = (entry.recipient, entry.subject, entry.type)
+        group = runs.setdefault(key, [])
+        if (
+            group and window > 0
+            and entry.created - group[-1][-1].created <= window
+            and entry.created - group[-1][0].created <= max_wait
+        ):
+            group[-1].append(entry)
+        else:
+            group.append([entry])
+    result = [
+        Batch(key[0], key[1], key[2], tuple(run), _ready_at(run, window, max_wait))
+        for key, group in runs.items()
+        for run in group
+    ]
+    return sorted(result, key=lambda b: b.entries[0].id)
+
+
+def _ready_at(run: list[Entry], window: float, max_wait: float) -> float:
+    """The burst is over once its newest fresh message is `window` old; messages already
+    queued (withheld before, or failed) were held long enough: they are ready now."""
+    fresh = [e for e in run if not e.queued]
+    if not fresh:
+        return 0.0
+    return min(fresh[-1].created + max(window, 0.0), fresh[0].created + max_wait)
+
+
+def local_time(ts: float) -> str:
+    """`2024-05-01 14:03:07 +0200`: when a late message was first queued."""
+    return time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(ts))
+
+
+def late_note(entry: Entry, fmt: Callable[[float], str] = local_time) -> str:
+    """Why a message comes late (empty for a fresh one): the reader should not take a
+    notification held for hours for something that just happened."""
+    if not entry.queued:
+        return ""
+    return f"queued {fmt(entry.created)}: {entry.reason}" if entry.reason else \
+        f"queued {fmt(entry.created)}"
+
+
+def render(batch: Batch, budget: int, fmt: Callable[[float], str] = local_time) -> list[Digest]:
+    """The messages for a batch: the message itself when alone, else digests listing each
+    notification in order (`[i/n]` headers), each digest within `budget` wire bytes.
+
+    A notification that does not fit `budget` on its own goes out alone, to be split into
+    numbered parts like any long message.
+    """
+    entries = list(batch.entries)
+    if len(entries) == 1:
+        return [_single(entries[0], fmt)]
+    header_room = 2 * len(str(len(entries))) + 8  # "[nn/nn]" + separators
+    chunks: list[list[Entry]] = []
+    size = 0
+    for entry in entries:
+        cost = wire_size(entry.body) + wire_size(late_note(entry, fmt)) + header_room
+        if cost > budget:
+            chunks.append([entry])  # alone; the caller splits it
+            size = budget + 1  # nothing joins it
+            continue
+        if chunks and size + cost <= budget:
+            chunks[-1].append(entry)
+            size += cost
+        else:
+            chunks.append([entry])
+            size = cost
+    digests = []
+    for chunk in chunks:
+        if len(chunk) == 1:
+            digests.append(_single(chunk[0], fmt))
+            continue
+        n = len(chunk)
+        blocks = []
+        for i, entry in enumerate(chunk, 1):
+            note = late_note(entry, fmt)
+            head = f"[{i}/{n}]" + (f" {note}" if note else "")
+            blocks.append(f"{head}\n{entry.body}")
+        digests.append(Digest(f"{batch.subject} ({n} notifications)", "\n\n".join(blocks),
+                              tuple(e.id for e in chunk)))
+    return digests
+
+
+def _single(entry: Entry, fmt: Callable[[float], str]) -> Digest:
+    note = late_note(entry, fmt)
+    body = f"{entry.body}\n\n[{note}]" if note else entry.body
+    return Digest(entry.subject, body, (entry.id,))

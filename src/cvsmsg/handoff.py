@@ -1,0 +1,135 @@
+"""The hand-off: write each recipient's message to the spool, then wake the drainer or
+start one. What `notify` does in `background` mode, and in any mode while `cvsmsg serve`
+runs. No asyncio, no slixmpp, no click: CVS waits for this, once per watcher and file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from cvsmsg.config import Config
+from cvsmsg.cvs import normalize_recipient, parse_notify
+from cvsmsg.errors import RecipientError
+from cvsmsg.spool import DELIVER_LOCK, Spool, resolve_spool_dir
+
+log = logging.getLogger(__name__)
+
+BACKGROUND = "background delivery"
+SERVE = "handed to cvsmsg serve"
+
+
+@dataclass(frozen=True)
+class Handed:
+    """One recipient of a hand-off: queued (with how it will go out), or invalid."""
+
+    recipient: str
+    reason: str
+    failed: bool = False
+
+
+def open_spool(cfg: Config, env: Mapping[str, str]) -> Spool:
+    """The configured spool, or the default one (with a warning when we fell back)."""
+    path, shared, warning = resolve_spool_dir(cfg.spool_dir, env)
+    if warning:
+        log.warning("%s", warning)
+    return Spool(path, shared=shared)
+
+
+def wants_handoff(cfg: Config, spool: Spool) -> bool:
+    """Background mode, or `cvsmsg serve` is running: the spool takes the message."""
+    return cfg.delivery == "background" or spool.serve_running()
+
+
+def cvs_user(text: str, env: Mapping[str, str]) -> str:
+    """Who caused the notification: CVS's `By NAME` line, else the Unix user."""
+    notice = parse_notify(text)
+    if notice is not None:
+        return notice.by
+    name = env.get("LOGNAME") or env.get("USER")
+    if name:
+        return name
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
+
+
+def hand_off(
+    cfg: Config, spool: Spool, recipient_values: list[str], subject: str, text: str,
+    env: Mapping[str, str],
+) -> list[Handed]:
+    """Queue `text` for each valid recipient durably, then make sure someone delivers it."""
+    valid: list[str] = []
+    results: list[Handed] = []
+    for value in recipient_values:
+        try:
+            jid = normalize_recipient(value, cfg.default_domain)
+        except RecipientError as exc:
+            results.append(Handed(value.strip(), str(exc), failed=True))
+            continue
+        if jid not in valid:
+            valid.append(jid)
+    if not valid and not results:
+        raise RecipientError("no recipient given")
+    user = cvs_user(text, env)
+    for jid in valid:
+        spool.add(jid, subject, text, mtype=cfg.message_type, cvs_user=user)
+    how = BACKGROUND
+    if valid:
+        if spool.serve_running():
+            how = SERVE
+            spool.wake()
+        else:
+            try:
+                start_deliverer(cfg, spool, env)
+            except OSError as exc:
+                log.warning("cannot start the deliverer (%s): the message stays queued "
+                            "for the next run or `cvsmsg flush`", exc.strerror or exc)
+    return [Handed(jid, how) for jid in valid] + results
+
+
+def start_deliverer(cfg: Config, spool: Spool, env: Mapping[str, str]) -> int | None:
+    """Spawn the detached deliverer unless one holds the lock (then wake it); its pid.
+
+    We take the lock ourselves and the child inherits it, so there is no moment where a
+    deliverer is starting but the lock looks free: 300 hand-offs start one deliverer.
+    """
+    fd = spool.try_lock(DELIVER_LOCK)
+    if fd is None:
+        spool.wake()  # it may be lingering: look now
+        return None
+    if fd <= 2:  # our stdio was closed: keep the lock clear of the /dev/null redirections
+        import fcntl
+
+        low, fd = fd, fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+        os.close(low)
+    try:
+        os.set_inheritable(fd, True)
+        argv = [sys.executable, "-m", "cvsmsg", "deliver", "--lock-fd", str(fd)]
+        if cfg.source is not None:
+            argv += ["--config", str(cfg.source.resolve())]
+        if cfg.server:
+            argv += ["--server", cfg.server]
+        argv += ["--timeout", f"{cfg.timeout:g}"]
+        child_env = {**env, "CVSMSG_SPOOL_DIR": str(spool.path.resolve())}
+        null = os.devnull
+        # setsid and /dev/null on 0-2: the deliverer never holds CVS's pipes or terminal
+        # (CVS would otherwise wait for our stdout to close), and no signal to CVS's
+        # process group reaches it. Every other fd is close-on-exec.
+        return os.posix_spawn(
+            sys.executable, argv, child_env,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, null, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, null, os.O_WRONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 2, null, os.O_WRONLY, 0),
+            ],
+            setsid=True,
+        )
+    finally:
+        os.close(fd)  # the child's copy keeps the lock

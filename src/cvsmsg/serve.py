@@ -1,0 +1,162 @@
+"""`cvsmsg serve`: stay connected, deliver each queued message the moment its recipient
+is available and not dnd, and take over every `notify` hand-off while running."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from typing import TYPE_CHECKING
+
+from cvsmsg.config import Config
+from cvsmsg.drain import POLL_SECONDS, Drainer, Waker, end_session, open_session
+from cvsmsg.errors import AuthError, ConnectError, CvsmsgError, DeadlineError
+from cvsmsg.spool import DELIVER_LOCK, SERVE_LOCK, Spool
+
+if TYPE_CHECKING:
+    from cvsmsg.xmpp import XmppSession
+
+log = logging.getLogger(__name__)
+
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 60.0
+KEEPALIVE_SECONDS = 60.0  # a ping this often notices a dead connection
+LOCK_WAIT_SECONDS = 2.0  # a `notify` probing serve.lock holds it for microseconds
+
+
+class AlreadyRunning(CvsmsgError):
+    """Another `cvsmsg serve` holds the spool."""
+
+
+async def _acquire(spool: Spool, name: str, stop: asyncio.Event, patience: float | None
+                   ) -> int | None:
+    """Poll for the lock: None if `stop` is set or `patience` runs out first."""
+    loop = asyncio.get_running_loop()
+    deadline = None if patience is None else loop.time() + patience
+    while not stop.is_set():
+        fd = spool.try_lock(name)
+        if fd is not None:
+            Spool.write_pid(fd)
+            return fd
+        if deadline is not None and loop.time() > deadline:
+            return None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.2)
+    return None
+
+
+async def serve(cfg: Config, spool: Spool, stop: asyncio.Event) -> None:
+    """Run until `stop` is set: connect (reconnecting with back-off), keep the roster's
+    presence, and drain the spool whenever a hand-off or a presence change wakes us."""
+    spool.ensure()
+    serve_fd = await _acquire(spool, SERVE_LOCK, stop, LOCK_WAIT_SECONDS)
+    if serve_fd is None:
+        if stop.is_set():
+            return
+        pid = spool.holder(SERVE_LOCK)
+        raise AlreadyRunning(
+            f"cvsmsg serve is already running for {spool.path}"
+            + (f" (pid {pid})" if pid else "")
+        )
+    deliver_fd: int | None = None
+    try:
+        if spool.lock_held(DELIVER_LOCK):
+            log.info("waiting for the background deliverer to finish")
+        deliver_fd = await _acquire(spool, DELIVER_LOCK, stop, None)
+        if deliver_fd is None:
+            return
+        spool.remove_stale_temp()
+        await _serve_locked(cfg, spool, stop)
+    finally:
+        for fd in (deliver_fd, serve_fd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)
+                os.close(fd)
+        log.info("stopped")
+
+
+async def _serve_locked(cfg: Config, spool: Spool, stop: asyncio.Event) -> None:
+    waker = Waker(spool)
+    stopper = asyncio.ensure_future(_relay(stop, waker))
+    drainer = Drainer(cfg, spool)
+    drainer.stopping = stop.is_set
+    backoff = BACKOFF_FIRST
+    try:
+        while not stop.is_set():
+            drainer.refresh()
+            try:
+                session = await open_session(cfg)
+            except (ConnectError, DeadlineError, AuthError) as exc:
+                if drainer.pending:
+                    drainer.mark_failed(str(exc))
+                log.warning("%s; reconnecting in %g s", exc, backoff)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            backoff = BACKOFF_FIRST
+            log.info("connected as %s; watching %s", session.client.boundjid, spool.path)
+            drainer.new_session(session)
+
+            def on_presence(jid: str) -> None:
+                if any(e.recipient == jid for e in drainer.pending.values()):
+                    waker.event.set()
+
+            session.presence_listener = on_presence
+            try:
+                await _serve_session(cfg, drainer, waker, session, stop)
+                await end_session(session, clean=True)
+            except (ConnectError, DeadlineError) as exc:
+                await end_session(session, clean=False)
+                log.warning("connection lost: %s; reconnecting", exc)
+            except BaseException:
+                session.abort()
+                raise
+    finally:
+        stopper.cancel()
+        waker.close()
+
+
+async def _relay(stop: asyncio.Event, waker: Waker) -> None:
+    await stop.wait()
+    waker.event.set()
+
+
+async def _serve_session(
+    cfg: Config, drainer: Drainer, waker: Waker, session: XmppSession, stop: asyncio.Event
+) -> None:
+    loop = asyncio.get_running_loop()
+    last_ping = loop.time()
+    while not stop.is_set():
+        drainer.refresh()
+        stats = await drainer.step()
+        if stop.is_set():
+            return
+        if loop.time() - last_ping >= KEEPALIVE_SECONDS:
+            try:
+                async with asyncio.timeout(cfg.timeout):
+                    await session.ping()
+            except TimeoutError:
+                raise DeadlineError(f"no answer to a ping within {cfg.timeout:g} s") from None
+            last_ping = loop.time()
+        session.phase = "waiting for work"
+        wait = 2 * POLL_SECONDS
+        if stats.next_ready is not None:
+            wait = min(wait, max(stats.next_ready - drainer.clock(), 0.01))
+        await waker.wait(session, wait)
+
+
+def run_serve(cfg: Config, spool: Spool) -> None:
+    """Blocking entry point for the CLI: SIGTERM and SIGINT stop it cleanly."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(cfg, spool, stop)
+
+    asyncio.run(main())
