@@ -82,3 +82,24 @@ def test_server_ignoring_client_probes_falls_back_to_announcing(loops, tmp_path_
         alice.offline()
     finally:
         server.stop()
+
+
+def test_queued_recipients_are_probed_not_waited_for(bot, person, prosody, tmp_path):
+    """A later run also looks at queued messages; their (offline) recipient must be probed
+    like the run's own, not waited for until presence_grace runs out."""
+    config = prosody.write_cvsmsg_config(
+        tmp_path / "grace.toml", bot.jid, bot.password, presence_grace=60, timeout=5
+    )
+    gone = person(None)
+    alice = person("")
+    watcher = person("")
+    first = bot.run(gone.jid, config=config)
+    assert first.returncode == 10
+    assert "; queued" in first.stderr
+    before = len(bot_presence(watcher, bot.jid))
+    second = bot.run("-v", alice.jid, config=config)
+    assert second.returncode == 0, second.stderr
+    # waiting for the queued recipient's presence would have eaten the run's whole budget
+    assert "no time left" not in second.stderr
+    assert len(alice.settle()) == 1
+    assert bot_presence(watcher, bot.jid)[before:] == []  # and still nobody saw the bot

@@ -157,6 +157,7 @@ class XmppSession:
         self._stream_error = ""
         self._closing = False
         self.announced = False
+        self._probed: set[str] = set()  # contacts sent a directed probe in this session
         # Called with the bare JID after each presence change we track (serve uses it to
         # deliver queued messages the moment their recipient becomes available).
         self.presence_listener: Callable[[str], None] | None = None
@@ -394,25 +395,36 @@ class XmppSession:
             # Probes need the roster first: a probe to someone who has not authorised us
             # is answered `unsubscribed`, which cancels our pending request (RFC 6121 §4.3).
             await self._race(self.client.get_roster(timeout=self.cfg.timeout))
-            for jid in probe:
-                if self.can_see(jid):
-                    self.client.send_presence(pto=jid, ptype="probe")
             if not all(self.can_see(j) for j in probe):
                 self.announce()
-            await self._race(self._ping_server())
-            if not self.announced and any(
-                self.can_see(j) and j not in self._heard for j in probe
-            ):
-                # A server that ignores client probes (RFC 6121 only says it SHOULD process
-                # them) would leave us guessing: fall back to the initial presence every
-                # server answers with probes of its own.
-                log.info("presence probes unanswered: announcing instead")
-                self.announce()
-                await self._race(self._ping_server())
+            await self.probe(probe)
         except IqTimeout:
             raise ConnectError(f"{self._where()} did not answer the roster request") from None
         except IqError as exc:
             raise ConnectError(f"the server refused the roster request: {exc}") from None
+
+    async def probe(self, jids: Iterable[str]) -> None:
+        """Learn the presence of visible contacts not probed yet, without announcing.
+
+        Does nothing once announced (the server probed everyone for us). One round trip;
+        a server that ignores client probes (RFC 6121 only says it SHOULD process them)
+        would leave us guessing, so then fall back to the initial presence every server
+        answers with probes of its own. Only contacts on our own server tell: remote ones
+        answer over s2s, after the round trip, within `presence_grace`.
+        """
+        if self.announced:
+            await self._race(self._ping_server())
+            return
+        fresh = [j for j in jids if self.can_see(j) and j not in self._probed]
+        for jid in fresh:
+            self._probed.add(jid)
+            self.client.send_presence(pto=jid, ptype="probe")
+        await self._race(self._ping_server())
+        own = self.client.boundjid.domain
+        if any(j not in self._heard and j.partition("@")[2] == own for j in fresh):
+            log.info("presence probes unanswered: announcing instead")
+            self.announce()
+            await self._race(self._ping_server())
 
     def announce(self) -> None:
         """Send initial presence: contacts see the bot online, stored requests arrive."""
@@ -445,6 +457,10 @@ class XmppSession:
         at once makes the very first notification deliverable.
         """
         jids = list(jids)
+        if not self.announced and any(
+            self.can_see(j) and j not in self._probed and j not in self._heard for j in jids
+        ):
+            await self.probe(jids)  # e.g. queued messages' recipients, in probe mode
         pending = {
             j for j in jids if (self.can_see(j) or j in self._asked) and j not in self._heard
         }
