@@ -141,22 +141,14 @@ def notify(
     Never writes to stdout: under client/server CVS it is the CVS protocol.
     """
     _setup_logging(quiet, verbose, debug, [])
-    status = _run_notify(
-        recipients, config_path, file, subject, message_type, server, timeout, quiet, debug
-    )
-    sys.exit(int(status))
+    sys.exit(int(_notify(recipients, config_path, file, subject, message_type, server, timeout,
+                         quiet, debug)))
 
 
-def _run_notify(
-    recipients: tuple[str, ...],
-    config_path: Path | None,
-    file: Path | None,
-    subject: str | None,
-    message_type: str | None,
-    server: str | None,
-    timeout: float | None,
-    quiet: bool,
-    debug: bool,
+def _notify(
+    recipients: tuple[str, ...], config_path: Path | None, file: Path | None,
+    subject: str | None, message_type: str | None, server: str | None,
+    timeout: float | None, quiet: bool, debug: bool,
 ) -> ExitStatus:
     try:
         # Read the whole message before anything can fail: a notify command that exits
