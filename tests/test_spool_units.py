@@ -332,7 +332,8 @@ def test_config_cache_is_used_only_while_the_file_is_unchanged(tmp_path, monkeyp
 
     from cvsmsg import tomlcache
 
-    config = write(tmp_path / "c.toml", 'subject = "one"\n')
+    config = tmp_path / "c.toml"
+    config.write_text('jid = "a@x"\npassword_file = "secret"\nsubject = "one"\n')
     env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
     assert tomlcache.load_toml(config, env)["subject"] == "one"
     cached = tomlcache.cache_file(config, env)
@@ -351,6 +352,16 @@ def test_config_cache_is_used_only_while_the_file_is_unchanged(tmp_path, monkeyp
     cached.write_bytes(marshal.dumps((identity, {**data, "subject": "planted"})))
     cached.chmod(0o620)
     assert tomlcache.load_toml(config, env)["subject"] == "two"
+
+
+def test_config_cache_never_copies_an_inline_password(tmp_path):
+    from cvsmsg import tomlcache
+
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    config = write(tmp_path / "c.toml", 'subject = "one"\n')  # holds password = "p"
+    assert tomlcache.load_toml(config, env)["password"] == "p"
+    cached = tomlcache.cache_file(config, env)
+    assert cached is not None and not cached.exists()
 
 
 def test_config_cache_needs_no_home_and_keeps_errors(tmp_path):

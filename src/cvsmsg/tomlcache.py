@@ -10,6 +10,8 @@ else ~/.cache/cvsmsg; directory 0700, files 0600, `marshal` format), used only w
 
 The config file itself is always opened and read-checked first, so permissions keep
 applying exactly as without the cache. Any problem with the cache means: parse the file.
+A file that holds the password itself is never cached: the secret must not be copied into
+every committer's home (password_file and password_command configs are cached).
 """
 
 from __future__ import annotations
@@ -105,5 +107,9 @@ def load_toml(config: Path, env: Mapping[str, str] | None = None) -> dict[str, A
 
         data = tomllib.load(fh)
     if cached is not None:
-        _write_cache(cached, identity, data)
+        if "password" in data:
+            with contextlib.suppress(OSError):
+                cached.unlink()  # e.g. left from before the password moved into the file
+        else:
+            _write_cache(cached, identity, data)
     return data
