@@ -4,6 +4,7 @@ validates and queues. Real script, real deliverer, real Prosody, real cvs."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ import pytest
 
 from cvsmsg.drops import parse_drop
 from cvsmsg.spool import Spool
+from tests.conftest import cvsmsg_command
 from tests.harness.cvsrepo import CvsRepo
 from tests.spoolhelp import lock_pid, notice, pid_alive, queue_rows, spool_files, wait_for
 from tests.test_background import first_lines
@@ -178,3 +180,26 @@ def test_ingest_validates_each_drop(bg_config, spool_dir):
         "alice@localhost", "hello", "carol", 1700000000.0)
     assert sorted(os.listdir(incoming)) == [".tmp-5-1", "2-1.drop.bad", "3-1.drop.bad",
                                             "4-1.drop.bad"]
+
+
+def test_serve_takes_drops_at_once(bot, person, spool_dir, tmp_path):
+    """While `cvsmsg serve` holds the deliver lock, a drop wakes it through the FIFO."""
+    alice = person("")
+    log = tmp_path / "serve.log"
+    with log.open("ab") as fh:
+        proc = subprocess.Popen([*cvsmsg_command(), "serve", "--config", str(bot.config)],
+                                stdin=subprocess.DEVNULL, stdout=fh, stderr=fh)
+    try:
+        assert wait_for(lambda: "cvsmsg: connected as " in log.read_text(), 20), \
+            log.read_text()
+        assert wait_for(lambda: lock_pid(spool_dir, "deliver") == proc.pid, 10)
+        started = time.monotonic()
+        result = drop("--config", str(bot.config), alice.jid)
+        assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
+        [msg] = alice.wait_messages(1, 10)
+        assert time.monotonic() - started < 3
+        assert msg.body == notice().rstrip("\n")
+        assert lock_pid(spool_dir, "deliver") == proc.pid  # no second deliverer
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
