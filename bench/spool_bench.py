@@ -1,10 +1,11 @@
 """Direct delivery beside the background hand-off, on one loopback Prosody, in one run.
 
-1. one `cvsmsg notify` (recipient online), direct and background alternately, N times
-   each: wall time per call (what CVS waits for), and what the recipient received;
+1. one `cvsmsg notify` (recipient online), direct and background, and one `cvsmsg-drop`
+   (the sh hand-off), alternately, N times each: wall time per call (what CVS waits for),
+   and what the recipient received;
 2. a real `cvs commit` of F watched files with 3 watchers (3×F notify runs) in direct
-   mode and in background mode: wall time of the commit, time until every watcher had
-   every notification, notifications and messages received.
+   mode, in background mode and through `cvsmsg-drop`: wall time of the commit, time until
+   every watcher had every notification, notifications and messages received.
 
     .venv/bin/python bench/spool_bench.py [--runs 20] [--files 100]
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -30,6 +32,7 @@ from tests.harness.cvsrepo import CvsRepo, notify_line  # noqa: E402
 from tests.harness.prosody import Prosody  # noqa: E402
 from tests.harness.recipient import LoopThread, Person, befriend  # noqa: E402
 
+MODES = ("direct", "background", "drop")
 MESSAGE = "proj {name}\n---\nTriggered edit watch on /srv/cvsroot/proj\nBy bob\n"
 
 
@@ -49,14 +52,22 @@ def wait_until(predicate, timeout: float) -> float | None:
     return None
 
 
-def one_notify(cvsmsg: str, configs: dict[str, Path], alice: Person, runs: int
-               ) -> dict[str, list[float]]:
+def command(mode: str, config: Path) -> list[str]:
+    """The CVSROOT/notify command of `mode`, without the recipient."""
+    bindir = Path(sys.executable).parent
+    if mode == "drop":
+        return [str(bindir / "cvsmsg-drop"), "--spool", str(config.parent / mode),
+                "--config", str(config)]
+    return [str(bindir / "cvsmsg"), "notify", "-q", "--config", str(config)]
+
+
+def one_notify(configs: dict[str, Path], alice: Person, runs: int) -> dict[str, list[float]]:
     walls: dict[str, list[float]] = {mode: [] for mode in configs}
     for i in range(runs):
         for mode, config in configs.items():
             data = MESSAGE.format(name=f"{mode}-{i}.txt").encode()
             start = time.perf_counter()
-            proc = subprocess.run([cvsmsg, "notify", "-q", "--config", str(config), alice.jid],
+            proc = subprocess.run([*command(mode, config), alice.jid],
                                   input=data, capture_output=True, check=False)
             walls[mode].append(time.perf_counter() - start)
             if proc.returncode != 0:
@@ -70,7 +81,9 @@ def commit_run(work: Path, mode: str, config: Path, people: dict[str, Person], f
     repo = CvsRepo(work / f"cvs-{mode}", "local").create(
         {f"f{i:03}.txt": f"{i}\n" for i in range(files)})
     repo.checkout_all(*people, "bob")
-    repo.install_notify(notify_line(config, "-q"), {u: p.jid for u, p in people.items()})
+    line = (notify_line(config, "-q") if mode != "drop"
+            else "ALL " + " ".join(shlex.quote(w) for w in command(mode, config)) + " %s")
+    repo.install_notify(line, {u: p.jid for u, p in people.items()})
     for user in people:
         repo.watcher(user, "commit")
     bob = repo.checkout("bob")
@@ -94,7 +107,6 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--files", type=int, default=100)
     args = parser.parse_args()
-    cvsmsg = str(Path(sys.executable).with_name("cvsmsg"))
     # As installed: compiled bytecode (an editable install with PYTHONDONTWRITEBYTECODE
     # would recompile cvsmsg's modules on every call and measure that instead).
     import compileall
@@ -124,13 +136,15 @@ def main() -> int:
                            server.ca).online("")
             befriend(loops, bot_jid, "botpw", alice)
             configs = {
-                mode: server.write_cvsmsg_config(work / f"{mode}.toml", bot_jid, "botpw",
-                                                 delivery=mode, spool_dir=str(work / mode))
-                for mode in ("direct", "background")
+                mode: server.write_cvsmsg_config(
+                    work / f"{mode}.toml", bot_jid, "botpw",
+                    delivery="direct" if mode == "direct" else "background",
+                    spool_dir=str(work / mode))
+                for mode in MODES
             }
             env_spool = os.environ.pop("CVSMSG_SPOOL_DIR", None)  # the configs decide
-            walls = one_notify(cvsmsg, configs, alice, args.runs)
-            wait_until(lambda: notifications(alice) >= 2 * args.runs, 30)
+            walls = one_notify(configs, alice, args.runs)
+            wait_until(lambda: notifications(alice) >= len(MODES) * args.runs, 30)
             got_one = notifications(alice)
             messages_one = len(alice.settle())
             commits = {mode: commit_run(work, mode, config, people, args.files)
@@ -154,8 +168,8 @@ def report(walls, got_one, messages_one, commits, args) -> None:
     for mode, w in walls.items():
         print(f"{mode:12} {statistics.median(w) * 1000:9.0f}ms "
               f"{min(w) * 1000:6.0f}–{max(w) * 1000:.0f}ms")
-    print(f"received: {got_one}/{2 * args.runs} notifications in {messages_one} messages "
-          f"(direct: one each; background: coalesced)")
+    print(f"received: {got_one}/{len(MODES) * args.runs} notifications in {messages_one} "
+          "messages (direct: one each; background and drop: coalesced)")
     n = args.files * 3
     print(f"\ncvs commit of {args.files} watched files × 3 watchers ({n} notify runs)")
     head = (f"{'mode':12} {'commit wall':>11} {'all received at':>16} {'notifications':>14} "
@@ -170,6 +184,12 @@ def report(walls, got_one, messages_one, commits, args) -> None:
     end_to_end = (commits["direct"][1] or 0) / (commits["background"][1] or float("inf"))
     print(f"\nbackground hand-off median {hand_off:.0f} ms (target <= 100 ms); commit "
           f"{speedup:.1f}x faster in background mode (target >= 5x), {end_to_end:.1f}x "
+          "until everything was received")
+    drop_off = statistics.median(walls["drop"]) * 1000
+    speedup = commits["direct"][0] / commits["drop"][0]
+    end_to_end = (commits["direct"][1] or 0) / (commits["drop"][1] or float("inf"))
+    print(f"cvsmsg-drop hand-off median {drop_off:.0f} ms; commit {speedup:.1f}x faster "
+          f"through cvsmsg-drop than in direct mode (target >= 5x), {end_to_end:.1f}x "
           "until everything was received")
 
 

@@ -11,6 +11,8 @@ add, deliver and remove messages whoever queued them):
                    serve); contains its pid
     serve.lock     held by `cvsmsg serve` for its lifetime; contains its pid
     wake           a FIFO: a writer drops a byte in it so a waiting drainer looks at once
+    incoming/      raw drops of the sh hand-off `cvsmsg-drop` (see drops.py): every drainer
+                   turns them into messages before it looks at the spool
 
 Each message is claimed with an exclusive `flock` on its own file before it is sent, and
 unlinked only after the server acknowledged it, so concurrent runs never send one message
@@ -232,11 +234,12 @@ class Spool:
 
     def add(
         self, recipient: str, subject: str, body: str, *, mtype: str = "normal",
-        cvs_user: str = "", attempts: int = 0, reason: str = "",
+        cvs_user: str = "", attempts: int = 0, reason: str = "", created: float | None = None,
     ) -> Entry:
-        """Queue one message durably; it is in the spool, fsynced, when this returns."""
+        """Queue one message durably; it is in the spool, fsynced, when this returns.
+        `created`: when it was handed off, if earlier than now (a cvsmsg-drop file)."""
         self.ensure()
-        now = self.clock()
+        now = self.clock() if created is None else created
         for _ in range(5):
             entry = Entry(
                 new_id(int(now * 1e9)), recipient, subject, body, mtype, cvs_user, now,
@@ -375,15 +378,17 @@ class Spool:
         return claim.entry
 
     def remove_stale_temp(self, max_age: float = STALE_TMP_SECONDS) -> None:
-        """Temp files a killed writer left behind (never renamed, so never a message)."""
+        """Temp files a killed writer left behind (never renamed, so never a message),
+        here and in incoming/ (cvsmsg-drop's)."""
         now = time.time()
-        with contextlib.suppress(OSError):
-            for name in os.listdir(self.path):
-                if name.startswith(TMP_PREFIX):
-                    path = self.path / name
-                    with contextlib.suppress(OSError):
-                        if now - path.stat().st_mtime > max_age:
-                            path.unlink()
+        for directory in (self.path, self.path / "incoming"):
+            with contextlib.suppress(OSError):
+                for name in os.listdir(directory):
+                    if name.startswith(TMP_PREFIX):
+                        path = directory / name
+                        with contextlib.suppress(OSError):
+                            if now - path.stat().st_mtime > max_age:
+                                path.unlink()
 
     # -- locks and wake-ups --------------------------------------------------------------
 
