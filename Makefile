@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: all deps venv test lint demo bench clean
+.PHONY: all deps venv test lint demo bench bench-spool clean
 all: test
 
 deps:
@@ -32,6 +32,11 @@ demo: deps venv
 # cvsmsg beside go-sendxmpp and sendxmpp, one run, same server (installs the peers)
 bench: deps venv
 	$(BIN)/python bench/notify_bench.py
+
+# direct vs background vs cvsmsg-drop: one notify, and a real 300-notification cvs commit
+bench-spool: deps venv
+	$(BIN)/python -m compileall -q src
+	$(BIN)/python bench/spool_bench.py
 
 clean:
 	rm -rf $(VENV) demo-run build src/*.egg-info
