@@ -82,3 +82,45 @@ def lock_pid(spool: Path, name: str) -> int | None:
     except OSError:
         return None
     return int(text) if text.isdigit() else None
+
+
+HUNDRED_FILES = {f"f{i:03}.txt": f"{i}\n" for i in range(100)}
+
+
+def commit_hundred_watched_files(tmp_path: Path, people: dict, line: str):
+    """A real `cvs commit` of 100 files that each person in `people` (CVS user → Person)
+    watches for commits, with CVSROOT/notify running `line`: (repo, result, seconds)."""
+    from tests.harness.cvsrepo import CvsRepo
+
+    repo = CvsRepo(tmp_path / "cvs", "local").create(HUNDRED_FILES)
+    repo.checkout_all(*people, "bob")
+    repo.install_notify(line, {u: p.jid for u, p in people.items()})
+    for user in people:
+        repo.watcher(user, "commit")
+    bob = repo.checkout("bob")
+    for name in HUNDRED_FILES:
+        (bob.path / name).write_text("changed\n")
+    started = time.monotonic()
+    result = bob.cvs("commit", "-m", "touch everything", timeout=300)
+    return repo, result, time.monotonic() - started
+
+
+def first_lines(msgs) -> list[str]:
+    """The `proj NAME` line of every notification received, digests unpacked, in order."""
+    names = []
+    for m in msgs:
+        names += [line for line in m.body.splitlines() if line.startswith("proj ")]
+    return names
+
+
+def assert_every_watcher_got_every_commit(repo, people: dict) -> None:
+    """Each watcher received all 100 notifications, once each, in order, coalesced."""
+    expected = [f"proj {name}" for name in sorted(HUNDRED_FILES)]
+    for p in people.values():
+        assert wait_for(lambda p=p: len(first_lines(p.settle())) >= 100, 60)
+    for user, p in people.items():
+        msgs = p.settle()
+        assert first_lines(msgs) == expected, user  # every one, once, in order
+        assert len(msgs) <= 3, [m.subject for m in msgs]  # coalesced
+        assert all(m.subject.startswith("CVS Watch Alarm") for m in msgs)
+        assert all(f"Triggered commit watch on {repo.root}/proj" in m.body for m in msgs)

@@ -8,28 +8,29 @@ import os
 import re
 import signal
 import subprocess
-import time
 
 import pytest
 
 from cvsmsg.spool import Spool
 from tests.conftest import cvsmsg_command
-from tests.harness.cvsrepo import CvsRepo, notify_line
-from tests.spoolhelp import lock_pid, notice, pid_alive, queue_rows, spool_files, wait_for
+from tests.harness.cvsrepo import notify_line
+from tests.spoolhelp import (
+    assert_every_watcher_got_every_commit,
+    commit_hundred_watched_files,
+    first_lines,
+    lock_pid,
+    notice,
+    pid_alive,
+    queue_rows,
+    spool_files,
+    wait_for,
+)
 
 
 @pytest.fixture
 def bg_config(bot, prosody, tmp_path):
     return prosody.write_cvsmsg_config(tmp_path / "bg.toml", bot.jid, bot.password,
                                        delivery="background", coalesce_seconds=0.5)
-
-
-def first_lines(msgs) -> list[str]:
-    """The `proj NAME` line of every notification received, digests unpacked, in order."""
-    names = []
-    for m in msgs:
-        names += [line for line in m.body.splitlines() if line.startswith("proj ")]
-    return names
 
 
 def test_hand_off_returns_and_a_detached_deliverer_delivers(bot, person, bg_config,
@@ -136,34 +137,14 @@ def test_three_hundred_notifications_from_one_cvs_commit(bot, person, prosody, t
     config = prosody.write_cvsmsg_config(tmp_path / "bg.toml", bot.jid, bot.password,
                                          delivery="background")
     people = {f"w{i}": person("") for i in (1, 2, 3)}
-    files = {f"f{i:03}.txt": f"{i}\n" for i in range(100)}
-    repo = CvsRepo(tmp_path / "cvs", "local").create(files)
-    repo.checkout_all(*people, "bob")
-    repo.install_notify(notify_line(config), {u: p.jid for u, p in people.items()})
-    for user in people:
-        repo.watcher(user, "commit")
-    bob = repo.checkout("bob")
-    for name in files:
-        (bob.path / name).write_text("changed\n")
-
-    started = time.monotonic()
-    result = bob.cvs("commit", "-m", "touch everything", timeout=300)
-    elapsed = time.monotonic() - started
+    repo, result, elapsed = commit_hundred_watched_files(tmp_path, people, notify_line(config))
 
     assert result.returncode == 0, result.stderr
     handed = [line for line in result.stderr.splitlines() if line.startswith("cvsmsg:")]
     assert len(handed) == 300, result.stderr[-2000:]
     assert set(handed) == {f"cvsmsg: queued for {p.jid}: background delivery"
                            for p in people.values()}
-    expected = [f"proj {name}" for name in sorted(files)]
-    for p in people.values():
-        assert wait_for(lambda p=p: len(first_lines(p.settle())) >= 100, 60)
-    for user, p in people.items():
-        msgs = p.settle()
-        assert first_lines(msgs) == expected, user  # every one, once, in order
-        assert len(msgs) <= 3, [m.subject for m in msgs]  # coalesced
-        assert all(m.subject.startswith("CVS Watch Alarm") for m in msgs)
-        assert all(f"Triggered commit watch on {repo.root}/proj" in m.body for m in msgs)
+    assert_every_watcher_got_every_commit(repo, people)
     assert wait_for(lambda: spool_files(spool_dir) == [], 10)
     print(f"\n300 hand-offs during cvs commit: {elapsed:.1f} s")
 

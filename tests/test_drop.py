@@ -15,9 +15,17 @@ import pytest
 from cvsmsg.drops import parse_drop
 from cvsmsg.spool import Spool
 from tests.conftest import cvsmsg_command
-from tests.harness.cvsrepo import CvsRepo
-from tests.spoolhelp import lock_pid, notice, pid_alive, queue_rows, spool_files, wait_for
-from tests.test_background import first_lines
+from tests.spoolhelp import (
+    assert_every_watcher_got_every_commit,
+    commit_hundred_watched_files,
+    first_lines,
+    lock_pid,
+    notice,
+    pid_alive,
+    queue_rows,
+    spool_files,
+    wait_for,
+)
 
 
 def drop_script() -> Path:
@@ -127,33 +135,14 @@ def test_three_hundred_notifications_from_one_cvs_commit_through_drop(
     config = prosody.write_cvsmsg_config(tmp_path / "bg.toml", bot.jid, bot.password,
                                          delivery="background")
     people = {f"w{i}": person("") for i in (1, 2, 3)}
-    files = {f"f{i:03}.txt": f"{i}\n" for i in range(100)}
-    repo = CvsRepo(tmp_path / "cvs", "local").create(files)
-    repo.checkout_all(*people, "bob")
     # CVS runs it with a clean environment: the spool comes from --spool, as the config's
     # spool_dir is not the default (the sh script never reads the config)
-    repo.install_notify(f"ALL {drop_script()} --spool {spool_dir} --config {config} %s",
-                        {u: p.jid for u, p in people.items()})
-    for user in people:
-        repo.watcher(user, "commit")
-    bob = repo.checkout("bob")
-    for name in files:
-        (bob.path / name).write_text("changed\n")
-
-    started = time.monotonic()
-    result = bob.cvs("commit", "-m", "touch everything", timeout=300)
-    elapsed = time.monotonic() - started
+    line = f"ALL {drop_script()} --spool {spool_dir} --config {config} %s"
+    repo, result, elapsed = commit_hundred_watched_files(tmp_path, people, line)
 
     assert result.returncode == 0, result.stderr
     assert "cvsmsg" not in result.stderr  # the drop says nothing when all is well
-    expected = [f"proj {name}" for name in sorted(files)]
-    for p in people.values():
-        assert wait_for(lambda p=p: len(first_lines(p.settle())) >= 100, 60)
-    for user, p in people.items():
-        msgs = p.settle()
-        assert first_lines(msgs) == expected, user  # every one, once, in order
-        assert len(msgs) <= 3, [m.subject for m in msgs]  # coalesced
-        assert all(f"Triggered commit watch on {repo.root}/proj" in m.body for m in msgs)
+    assert_every_watcher_got_every_commit(repo, people)
     assert wait_for(lambda: spool_files(spool_dir) == [], 10)
     assert os.listdir(spool_dir / "incoming") == []
     print(f"\n300 drops during cvs commit: {elapsed:.1f} s")

@@ -170,7 +170,3 @@ async def notify_async(
     await box[0].close(wait=1.0)
     return Report(invalid + delivered)
 
-
-def notify(cfg: Config, recipient_values: list[str], subject: str, text: str) -> Report:
-    """Synchronous entry point for the CLI."""
-    return asyncio.run(notify_async(cfg, recipient_values, subject, text))

@@ -289,9 +289,8 @@ def loginfo(
     Never writes to stdout: under client/server CVS it is the CVS protocol.
     """
     _setup_logging(quiet, verbose, debug, [])
-    status = _run_loginfo(cvs_args, to, config_path, message_type, server, timeout, quiet,
-                          debug)
-    sys.exit(int(status))
+    sys.exit(int(_loginfo(cvs_args, to, config_path, message_type, server, timeout, quiet,
+                          debug)))
 
 
 def _account_name() -> str | None:
@@ -303,14 +302,9 @@ def _account_name() -> str | None:
         return None
 
 
-def _run_loginfo(
-    cvs_args: tuple[str, ...],
-    to: tuple[str, ...],
-    config_path: Path | None,
-    message_type: str | None,
-    server: str | None,
-    timeout: float | None,
-    quiet: bool,
+def _loginfo(
+    cvs_args: tuple[str, ...], to: tuple[str, ...], config_path: Path | None,
+    message_type: str | None, server: str | None, timeout: float | None, quiet: bool,
     debug: bool,
 ) -> ExitStatus:
     try:
