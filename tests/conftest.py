@@ -49,6 +49,16 @@ def spool_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+@pytest.fixture
+def announced(spool_dir: Path) -> Path:
+    """As if a run had just announced: runs within announce_interval (default 10 minutes)
+    stay quiet, only probing their recipients. A fresh spool announces on its first run."""
+    from cvsmsg.spool import Spool
+
+    Spool(spool_dir).mark_announced()
+    return spool_dir
+
+
 @pytest.fixture(scope="session")
 def loops() -> Iterator[LoopThread]:
     lt = LoopThread()

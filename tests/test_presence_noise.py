@@ -8,7 +8,7 @@ def bot_presence(person, bot_jid):
     return [ptype for sender, ptype in person.presences if sender == bot_jid]
 
 
-def test_probe_run_sends_no_presence_to_other_contacts(bot, person):
+def test_probe_run_sends_no_presence_to_other_contacts(bot, person, announced):
     alice = person("")  # the recipient
     watcher = person("")  # another contact, subscribed to the bot's presence
     before = len(bot_presence(watcher, bot.jid))
@@ -21,7 +21,7 @@ def test_probe_run_sends_no_presence_to_other_contacts(bot, person):
     assert bot_presence(alice, bot.jid)[before_alice:] == []
 
 
-def test_offline_recipient_is_still_known_offline_by_probe(bot, person):
+def test_offline_recipient_is_still_known_offline_by_probe(bot, person, announced):
     gone = person(None)
     watcher = person("")
     before = len(bot_presence(watcher, bot.jid))
@@ -43,17 +43,30 @@ def test_announce_mode_is_the_books_behaviour(bot, person, prosody, tmp_path):
     assert bot_presence(watcher, bot.jid)[before:] == ["available", "unavailable"]
 
 
-def test_invisible_recipient_falls_back_to_announcing(bot, person):
+def test_invisible_recipient_is_asked_without_announcing(bot, person, announced):
     stranger = person("", friend=False, auto_accept=False)
     watcher = person("")
     before = len(bot_presence(watcher, bot.jid))
     result = bot.run(stranger.jid)
     assert result.returncode == 10
-    # announcing is what makes the server hand over stored subscription requests
+    assert f"asked {stranger.jid} to share presence" in result.stderr
+    # the directed request is all it takes: nobody else sees the bot
+    assert bot_presence(watcher, bot.jid)[before:] == []
+
+
+def test_fresh_spool_announces_once_then_stays_quiet(bot, person):
+    alice = person("")
+    watcher = person("")
+    before = len(bot_presence(watcher, bot.jid))
+    for _ in range(3):
+        assert bot.run(alice.jid).returncode == 0
+    # never announced: the first run does (stored subscription requests get answered),
+    # the next ones within announce_interval do not
     assert bot_presence(watcher, bot.jid)[before:] == ["available", "unavailable"]
 
 
-def test_server_ignoring_client_probes_falls_back_to_announcing(loops, tmp_path_factory):
+def test_server_ignoring_client_probes_falls_back_to_announcing(loops, tmp_path_factory,
+                                                                announced):
     from pathlib import Path
 
     from tests.conftest import Bot, unique
@@ -84,7 +97,8 @@ def test_server_ignoring_client_probes_falls_back_to_announcing(loops, tmp_path_
         server.stop()
 
 
-def test_queued_recipients_are_probed_not_waited_for(bot, person, prosody, tmp_path):
+def test_queued_recipients_are_probed_not_waited_for(bot, person, prosody, tmp_path,
+                                                     announced):
     """A later run also looks at queued messages; their (offline) recipient must be probed
     like the run's own, not waited for until presence_grace runs out."""
     config = prosody.write_cvsmsg_config(

@@ -25,16 +25,17 @@ def test_request_stored_while_offline_is_accepted_and_asked_back(bot, person):
 
 
 def test_request_from_a_non_recipient_waits_for_an_announcing_run(bot, person, prosody,
-                                                                   tmp_path):
+                                                                   tmp_path, announced):
     alice = person("", friend=False)
     bob = person("")
     alice.send_presence(bot.jid, "subscribe")
-    # bob is visible: cvsmsg only probes him and stays invisible to everyone else, so the
-    # server keeps alice's request (it hands stored requests over on initial presence)
+    # a run has just announced: within announce_interval cvsmsg only probes bob and stays
+    # invisible, so the server keeps alice's request (it hands stored requests over on
+    # initial presence)
     assert bot.run(bob.jid).returncode == 0
     assert alice.roster_subscription(bot.jid) == "none"
-    # a run that announces (presence = "announce", or any run with a recipient whose
-    # presence cvsmsg cannot see, such as alice herself) answers it
+    # a run that announces (presence = "announce", or the first run once the interval has
+    # passed) answers it
     config = prosody.write_cvsmsg_config(
         tmp_path / "announce.toml", bot.jid, bot.password, presence="announce"
     )
@@ -57,16 +58,10 @@ def _wait_for(predicate, timeout=5.0):
 def live_session(bot, loops):
     """A cvsmsg session kept open (as `cvsmsg serve` will), on the recipients' loop."""
     from cvsmsg.config import load_config
-    from cvsmsg.xmpp import XmppSession
+    from cvsmsg.sessions import SERVE, open_session, plan_session
 
     cfg = load_config(bot.config, env={})
-
-    async def open_session() -> XmppSession:
-        session = XmppSession(cfg)
-        await session.open()
-        return session
-
-    session = loops.run(open_session())
+    session = loops.run(open_session(cfg, plan_session(cfg, None, (), SERVE)))
     yield session
     loops.run(session.close())
 

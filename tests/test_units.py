@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 
 from cvsmsg.config import load_config
-from cvsmsg.cvs import normalize_recipient, parse_notify
+from cvsmsg.cvs import parse_notify
 from cvsmsg.errors import ConfigError, RecipientError, UsageError
 from cvsmsg.message import clean_text, split_message, wire_size
 from cvsmsg.policy import PresenceView, decide
+from cvsmsg.recipients import normalize_recipient
 from cvsmsg.redact import RedactingFilter
 
 DND = frozenset({"dnd"})
@@ -65,6 +66,15 @@ def test_decide_configurable_shows():
         ("xmpp:alice@example.org", "alice@example.org"),
         ("alice@example.org/laptop", "alice@example.org"),
         ("dave", "dave@cvs.example"),
+        # equivalent spellings of one person fold to the form the server and slixmpp use
+        ("alice@example.org\u200b", "alice@example.org"),  # a zero-width space pasted in
+        ("\ufeffal\u00adice@example.org", "alice@example.org"),  # BOM, soft hyphen
+        ("\uff41\uff4c\uff49\uff43\uff45@example.org", "alice@example.org"),  # fullwidth
+        ("ALICE@EXAMPLE.ORG", "alice@example.org"),
+        ("alice@XN--BCHER-KVA.example", "alice@b\u00fccher.example"),  # IDNA A-label
+        ("alice@B\u00dcCHER.example", "alice@b\u00fccher.example"),
+        ("alice@127.0.0.1", "alice@127.0.0.1"),
+        ("alice@[::1]", "alice@[::1]"),
     ],
 )
 def test_normalize_recipient(value, expected):
@@ -72,11 +82,32 @@ def test_normalize_recipient(value, expected):
 
 
 @pytest.mark.parametrize(
-    "value", ["", " \r", "a b@x", "a@b@c", "@x", "a@", "<a>@x", "a@x y", "xmpp", "XMPP "]
+    "value",
+    [
+        "", " \r", "a b@x", "a@b@c", "@x", "a@", "<a>@x", "a@x y", "xmpp", "XMPP ",
+        # what slixmpp's JID refuses must be refused here (exit 7, never queued)
+        "x@-bad.org", "x@bad-.org", "\U0001f600@localhost", "a\x7f@localhost",
+        "a\x1b]0;owned\x07@localhost", "a@b..c", "a@[::zz]", "a@" + "x" * 64 + ".org",
+        "\u202eecila@localhost",  # a bidi override: prohibited
+    ],
 )
 def test_invalid_recipients(value):
-    with pytest.raises(RecipientError):
+    with pytest.raises(RecipientError) as info:
         normalize_recipient(value, "cvs.example")
+    assert "\x1b" not in str(info.value) and "\x7f" not in str(info.value)  # printable
+
+
+def test_the_bot_is_not_its_own_recipient():
+    from cvsmsg.recipients import resolve_recipients
+
+    valid, invalid = resolve_recipients(
+        ["Bot@Example.org", "alice@example.org", "alice@example.org\u200b"], None,
+        "bot@example.org",
+    )
+    assert valid == ["alice@example.org"]
+    assert [o.reason for o in invalid] == [
+        "recipient bot@example.org is cvsmsg's own account: it cannot notify itself"
+    ]
 
 
 def test_parse_notify():

@@ -8,19 +8,26 @@ from __future__ import annotations
 import asyncio
 import grp
 import logging
+import os
 import pwd
 import stat
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cvsmsg.app import resolve_recipients, subscription_gate
 from cvsmsg.config import Config, load_config
-from cvsmsg.errors import DeadlineError, RecipientError
+from cvsmsg.errors import RecipientError
+from cvsmsg.handoff import open_spool
 from cvsmsg.policy import Decision, PresenceView, decide
+from cvsmsg.recipients import resolve_recipients
+from cvsmsg.sessions import OneShot
 from cvsmsg.status import ExitStatus
+
+if TYPE_CHECKING:
+    from cvsmsg.spool import Spool
+    from cvsmsg.xmpp import XmppSession
 
 log = logging.getLogger(__name__)
 
@@ -217,22 +224,18 @@ def _check_config(
 
 def _recipients(cfg: Config, jids: Iterable[str]) -> list[str]:
     configured = [jid for rule in cfg.loginfo for jid in rule.to]
-    valid, invalid = resolve_recipients([*configured, *jids], cfg.default_domain)
+    valid, invalid = resolve_recipients([*configured, *jids], cfg.default_domain, cfg.jid)
     if invalid:
         raise RecipientError(invalid[0].reason)
     return valid
 
 
 async def _check_xmpp(
-    cfg: Config, recipients: list[str], out: Out, clock: Callable[[], float]
+    cfg: Config, spool: Spool, recipients: list[str], out: Out, clock: Callable[[], float]
 ) -> tuple[list[Contact], list[Contact]]:
-    from cvsmsg.xmpp import XmppSession
-
     steps = _Steps(out, clock)
-    session = XmppSession(cfg)
-    session.accept_subscription = subscription_gate(cfg, session, recipients)
 
-    def progress(event: str) -> None:
+    def progress(session: XmppSession, event: str) -> None:
         # Each event once, in its step: roster pushes fire "roster" again later.
         if event == "tls" and steps.current == "connect+TLS":
             addr = cfg.server_address
@@ -245,26 +248,22 @@ async def _check_xmpp(
         elif event == "roster" and steps.current == "roster":
             steps.done(f"{len(session.roster())} contact(s)", "presence")
 
-    session.on_progress(progress)
     try:
-        async with asyncio.timeout(cfg.timeout):
+        async with OneShot(cfg, spool, recipients, progress) as run:
             steps.begin("connect+TLS")
-            await session.open()
-            asked = {j for j in recipients if not session.can_see(j) and session.ask_presence(j)}
-            jids = sorted({c.jid for c in session.roster()} | set(recipients))
-            views = await session.presence_of(jids)
-            online = sum(1 for j in jids if views[j].resources)
-            steps.done(f"{online} of {len(jids)} online")
+            session = await run.open()
+            views = await session.presence_of(recipients)  # asks whom it cannot see
+            asked = set(session.asked)
+            contacts = sorted({c.jid for c in session.roster()} - set(recipients))
+            await session.probe(contacts)
+            views |= {jid: session.view(jid) for jid in contacts}
+            online = sum(1 for view in views.values() if view.resources)
+            steps.done(f"{online} of {len(views)} online")
             entries = {e.jid: e for e in session.roster()}
-            await session.close()
-    except TimeoutError:
-        steps.fail()
-        session.abort()
-        raise DeadlineError(f"timed out after {cfg.timeout:g} s while {session.phase}") from None
     except BaseException:
         steps.fail()
-        session.abort()
         raise
+    await run.close()
 
     def contact(jid: str) -> Contact:
         entry = entries.get(jid)
@@ -295,7 +294,8 @@ def run_check(
     if on_config is not None:
         on_config(cfg)  # e.g. keep the password out of --debug output
     recipients = _recipients(cfg, jids)
-    roster, checked = asyncio.run(_check_xmpp(cfg, recipients, out, clock))
+    spool = open_spool(cfg, os.environ if env is None else env)
+    roster, checked = asyncio.run(_check_xmpp(cfg, spool, recipients, out, clock))
 
     bot = cfg.jid
     out("")

@@ -19,8 +19,8 @@ from cvsmsg.errors import CvsmsgError, UsageError
 from cvsmsg.status import ExitStatus
 
 if TYPE_CHECKING:
-    from cvsmsg.app import Report
     from cvsmsg.config import Config
+    from cvsmsg.report import Report
     from cvsmsg.spool import Spool
 
 log = logging.getLogger("cvsmsg")
@@ -177,9 +177,9 @@ def _notify(
 
 def _send(cfg: Config, recipients: list[str], subject: str, text: str) -> Report:
     """How `notify` and `loginfo` both deliver: one place for the gate and its modes."""
-    from cvsmsg.delivery import notify as run
+    from cvsmsg.dispatch import dispatch
 
-    return run(cfg, recipients, subject, text)
+    return dispatch(cfg, recipients, subject, text)
 
 
 def _error_status(exc: BaseException, debug: bool) -> ExitStatus:

@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cvsmsg.cvs import normalize_recipient
 from cvsmsg.errors import ConfigError, RecipientError
+from cvsmsg.recipients import normalize_recipient
 
 # typing and tomllib cost ~15 ms to import: the background hand-off (300 times in a big
 # commit) needs neither (annotations only; a cached parse of the file, see tomlcache).
@@ -29,6 +29,13 @@ WITHHELD_POLICIES = ("queue", "drop")
 DELIVERY_MODES = ("direct", "background")
 DEFAULT_QUEUE_MAX_AGE = 7 * 86400.0
 DEFAULT_COALESCE_SECONDS = 2.0
+PRESENCE_MODES = ("probe", "announce")
+# A quiet ("probe") bot still announces this often, so that subscription requests the server
+# stored while no cvsmsg ran are answered (RFC 6121 §3.1.3: only an initial presence makes
+# the server hand them over).
+DEFAULT_ANNOUNCE_INTERVAL = 600.0
+DEFAULT_TIMEOUT = 10.0
+MIN_TIMEOUT = 0.5
 
 
 @dataclass(frozen=True)
@@ -57,11 +64,14 @@ class Config:
     subject: str = DEFAULT_SUBJECT
     message_type: str = "normal"
     withhold_show: frozenset[str] = frozenset({"dnd"})
-    timeout: float = 10.0
+    timeout: float = DEFAULT_TIMEOUT  # the deadline of a whole one-shot run
+    # serve and the background deliverer: the bound on each login, confirmation and ping
+    step_timeout: float = DEFAULT_TIMEOUT
     presence_grace: float = 2.0
     max_stanza_bytes: int = DEFAULT_MAX_STANZA
     max_parts: int = 10
     presence: str = "probe"  # or "announce": initial presence on every run (the book's way)
+    announce_interval: float = DEFAULT_ANNOUNCE_INTERVAL  # probe mode: announce this often
     # The spool (issue 3): None means the default directory (see spool.resolve_spool_dir).
     spool_dir: Path | None = None
     withheld: str = "queue"  # or "drop": what happens to a message withheld (offline/dnd)
@@ -178,8 +188,8 @@ def _password_from_command(command: str) -> str:
 _KNOWN_KEYS = {
     "jid", "password", "password_file", "password_command", "server", "tls", "tls_verify",
     "ca_file", "default_domain", "subject", "type", "withhold_show", "timeout",
-    "presence_grace", "max_stanza_bytes", "max_parts", "presence",
-    "loginfo", "subscribers", "max_roster",
+    "presence_grace", "max_stanza_bytes", "max_parts", "presence", "announce_interval",
+    "step_timeout", "loginfo", "subscribers", "max_roster",
 }
 _SPOOL_KEYS = {"spool_dir", "withheld", "delivery", "queue_max_age", "coalesce_seconds"}
 _KNOWN_KEYS |= _SPOOL_KEYS
@@ -380,9 +390,12 @@ def load_config(
     if mtype not in MESSAGE_TYPES:
         raise ConfigError(f"{where}: 'type' must be one of {', '.join(MESSAGE_TYPES)}")
 
-    presence = _expect(data, "presence", str, where) or "probe"
-    if presence not in ("probe", "announce"):
+    presence = _expect(data, "presence", str, where) or PRESENCE_MODES[0]
+    if presence not in PRESENCE_MODES:
         raise ConfigError(f"{where}: 'presence' must be \"probe\" or \"announce\"")
+    announce_interval = DEFAULT_ANNOUNCE_INTERVAL
+    if data.get("announce_interval") is not None:
+        announce_interval = parse_duration(data["announce_interval"], "announce_interval", where)
 
     withhold = _expect(data, "withhold_show", list, where)
     if withhold is None:
@@ -417,11 +430,13 @@ def load_config(
         subject=overrides.get("subject") or _expect(data, "subject", str, where) or DEFAULT_SUBJECT,
         message_type=mtype,
         withhold_show=frozenset(withhold),
-        timeout=number("timeout", 10.0, 0.5),
+        timeout=number("timeout", DEFAULT_TIMEOUT, MIN_TIMEOUT),
+        step_timeout=number("step_timeout", DEFAULT_TIMEOUT, MIN_TIMEOUT),
         presence_grace=number("presence_grace", 2.0, 0.0),
         max_stanza_bytes=int(number("max_stanza_bytes", DEFAULT_MAX_STANZA, 4096)),
         max_parts=int(number("max_parts", 10, 1)),
         presence=presence,
+        announce_interval=announce_interval,
         **_spool_settings(data, env, where, base),
         source=path,
         loginfo=_loginfo_rules(data, where, default_domain),

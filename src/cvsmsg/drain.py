@@ -24,6 +24,7 @@ from cvsmsg.drops import ingest, pending_drops
 from cvsmsg.errors import AuthError, ConnectError, CvsmsgError, DeadlineError
 from cvsmsg.message import STANZA_OVERHEAD, split_message, wire_size
 from cvsmsg.policy import decide
+from cvsmsg.sessions import DELIVERER, OneShot, end_session, open_session, plan_session
 from cvsmsg.spool import DELIVER_LOCK, Entry, Spool, claimed
 
 if TYPE_CHECKING:
@@ -110,6 +111,10 @@ class Drainer:
                 self.pending[entry_id] = entry
         return new
 
+    def recipients(self) -> list[str]:
+        """Whom the messages we hold are for (they may subscribe to the bot)."""
+        return sorted({e.recipient for e in self.pending.values()})
+
     def unseen(self) -> bool:
         """True when the spool holds a message this drainer has never looked at."""
         return (any(i not in self.seen for i in self.spool.ids())
@@ -182,13 +187,13 @@ class Drainer:
                 session.phase = f"sending queued messages to {batch.recipient}"
                 for part in parts:
                     session.send(batch.recipient, part.subject, part.body, batch.type)
+                step = session.plan.step_timeout
                 try:
-                    async with asyncio.timeout(self.cfg.timeout):
+                    async with asyncio.timeout(step):
                         await session.confirm()
                 except TimeoutError:
                     raise DeadlineError(
-                        f"timed out after {self.cfg.timeout:g} s waiting for the server to "
-                        "confirm"
+                        f"timed out after {step:g} s waiting for the server to confirm"
                     ) from None
                 bounce = next((b for b in session.bounces[bounced_before:]
                                if b.recipient == batch.recipient), None)
@@ -256,38 +261,6 @@ def _duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-async def open_session(cfg: Config) -> XmppSession:
-    """A logged-in session within cfg.timeout, or the error that prevented it."""
-    from cvsmsg.xmpp import XmppSession
-
-    session = XmppSession(cfg)
-    try:
-        async with asyncio.timeout(cfg.timeout):
-            await session.open()
-    except TimeoutError:
-        await end_session(session, clean=False)
-        raise DeadlineError(f"timed out after {cfg.timeout:g} s while {session.phase}") from None
-    except BaseException:
-        await end_session(session, clean=False)
-        raise
-    session.phase = "connected"
-    return session
-
-
-async def end_session(session: XmppSession, *, clean: bool) -> None:
-    """Close (or abort) the stream and stop slixmpp's send-filter task, so a long-lived
-    process that reconnects does not leave one pending task per connection behind (they
-    end up in the log as "Task was destroyed but it is pending")."""
-    if clean:
-        await session.close()
-    else:
-        session.abort()
-    task = getattr(session.client, "_run_out_filters", None)
-    if isinstance(task, asyncio.Future) and not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=1.0)
-
-
 class Waker:
     """The spool's wake FIFO as an asyncio event: set when a hand-off writes to it."""
 
@@ -339,7 +312,9 @@ async def deliver_background(cfg: Config, spool: Spool, drainer: Drainer) -> Non
             if not drainer.pending:
                 return
             try:
-                session = await open_session(cfg)
+                plan = plan_session(cfg, spool, drainer.recipients(), DELIVERER)
+                session = await open_session(cfg, plan, drainer.recipients(),
+                                             timeout=cfg.step_timeout)
             except (ConnectError, DeadlineError) as exc:
                 if loop.time() + backoff > give_up_at:
                     queued = drainer.mark_failed(str(exc))
@@ -407,26 +382,19 @@ def run_deliverer(cfg: Config, spool: Spool, lock_fd: int) -> None:
 
 
 async def flush(cfg: Config, spool: Spool) -> DrainStats:
-    """Try every queued message now, in one session, ignoring the coalescing window."""
+    """Try every queued message now, in one session, ignoring the coalescing window;
+    `timeout` bounds the whole run. What is not delivered stays queued."""
     drainer = Drainer(cfg, spool)
     drainer.refresh()
     stats = DrainStats()
     if not drainer.pending:
         return stats
     try:
-        session = await open_session(cfg)
+        async with OneShot(cfg, spool, drainer.recipients()) as run:
+            drainer.new_session(await run.open())
+            await drainer.step(force=True, stats=stats)
     except CvsmsgError as exc:
         queued = drainer.mark_failed(str(exc))
         raise type(exc)(f"{exc}; {queued} message(s) stay queued") from None
-    drainer.new_session(session)
-    try:
-        stats.add(await drainer.step(force=True))
-        await end_session(session, clean=True)
-    except CvsmsgError as exc:
-        await end_session(session, clean=False)
-        queued = drainer.mark_failed(str(exc))
-        raise type(exc)(f"{exc}; {queued} message(s) stay queued") from None
-    except BaseException:
-        session.abort()
-        raise
+    await run.close()
     return stats

@@ -25,10 +25,10 @@ import os
 from pathlib import Path
 
 from cvsmsg.config import Config
-from cvsmsg.cvs import normalize_recipient
 from cvsmsg.errors import CvsmsgError
 from cvsmsg.handoff import cvs_user
 from cvsmsg.message import clean_text
+from cvsmsg.recipients import normalize_recipient
 from cvsmsg.spool import BAD_SUFFIX, Spool
 
 log = logging.getLogger(__name__)

@@ -124,7 +124,7 @@ def fast_notify(args: list[str]) -> int | None:
         # make CVS die of SIGPIPE.
         raw = _read_stdin(sys.stdin.buffer)
         from cvsmsg.config import load_config
-        from cvsmsg.handoff import hand_off
+        from cvsmsg.dispatch import dispatch
         from cvsmsg.message import clean_text
 
         cfg: Config = load_config(config_path, env, overrides={
@@ -132,7 +132,7 @@ def fast_notify(args: list[str]) -> int | None:
             "server": opts.get("server"), "timeout": opts.get("timeout"),
         })
         text = clean_text(raw)
-        results = hand_off(cfg, spool, list(opts["recipients"]), cfg.subject, text, env)
+        results = dispatch(cfg, list(opts["recipients"]), cfg.subject, text, env).outcomes
     except CvsmsgError as exc:
         sys.stderr.write(f"cvsmsg: error: {exc}\n")
         return int(exc.status)

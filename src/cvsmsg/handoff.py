@@ -9,26 +9,16 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from cvsmsg.config import Config
-from cvsmsg.cvs import normalize_recipient, parse_notify
-from cvsmsg.errors import RecipientError
+from cvsmsg.cvs import parse_notify
+from cvsmsg.report import Outcome
 from cvsmsg.spool import DELIVER_LOCK, Spool, resolve_spool_dir
 
 log = logging.getLogger(__name__)
 
 BACKGROUND = "background delivery"
 SERVE = "handed to cvsmsg serve"
-
-
-@dataclass(frozen=True)
-class Handed:
-    """One recipient of a hand-off: queued (with how it will go out), or invalid."""
-
-    recipient: str
-    reason: str
-    failed: bool = False
 
 
 def open_spool(cfg: Config, env: Mapping[str, str]) -> Spool:
@@ -61,37 +51,25 @@ def cvs_user(text: str, env: Mapping[str, str]) -> str:
 
 
 def hand_off(
-    cfg: Config, spool: Spool, recipient_values: list[str], subject: str, text: str,
+    cfg: Config, spool: Spool, recipients: list[str], subject: str, text: str, user: str,
     env: Mapping[str, str],
-) -> list[Handed]:
-    """Queue `text` for each valid recipient durably, then make sure someone delivers it."""
-    valid: list[str] = []
-    results: list[Handed] = []
-    for value in recipient_values:
-        try:
-            jid = normalize_recipient(value, cfg.default_domain)
-        except RecipientError as exc:
-            results.append(Handed(value.strip(), str(exc), failed=True))
-            continue
-        if jid not in valid:
-            valid.append(jid)
-    if not valid and not results:
-        raise RecipientError("no recipient given")
-    user = cvs_user(text, env)
-    for jid in valid:
+) -> list[Outcome]:
+    """Queue `text` for each (valid, bare) recipient durably, then make sure someone
+    delivers it: `cvsmsg serve` if it runs, else the background deliverer."""
+    spool.ensure()
+    for jid in recipients:
         spool.add(jid, subject, text, mtype=cfg.message_type, cvs_user=user)
     how = BACKGROUND
-    if valid:
-        if spool.serve_running():
-            how = SERVE
-            spool.wake()
-        else:
-            try:
-                start_deliverer(cfg, spool, env)
-            except OSError as exc:
-                log.warning("cannot start the deliverer (%s): the message stays queued "
-                            "for the next run or `cvsmsg flush`", exc.strerror or exc)
-    return [Handed(jid, how) for jid in valid] + results
+    if spool.serve_running():
+        how = SERVE
+        spool.wake()
+    else:
+        try:
+            start_deliverer(cfg, spool, env)
+        except OSError as exc:
+            log.warning("cannot start the deliverer (%s): the message stays queued "
+                        "for the next run or `cvsmsg flush`", exc.strerror or exc)
+    return [Outcome(jid, False, how, handed_off=True) for jid in recipients]
 
 
 def start_deliverer(cfg: Config, spool: Spool, env: Mapping[str, str]) -> int | None:
@@ -116,7 +94,6 @@ def start_deliverer(cfg: Config, spool: Spool, env: Mapping[str, str]) -> int | 
             argv += ["--config", str(cfg.source.resolve())]
         if cfg.server:
             argv += ["--server", cfg.server]
-        argv += ["--timeout", f"{cfg.timeout:g}"]
         child_env = {**env, "CVSMSG_SPOOL_DIR": str(spool.path.resolve())}
         null = os.devnull
         # setsid and /dev/null on 0-2: the deliverer never holds CVS's pipes or terminal

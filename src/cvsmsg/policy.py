@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import math
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 
@@ -100,3 +101,48 @@ def subscription_verdict(
             roster_full=True,
         )
     return Verdict(True, "a recipient" if recipient else "allowed by subscribers")
+
+
+@dataclass(frozen=True)
+class SubscriptionPolicy:
+    """Who may subscribe to the bot's presence, made once per session from the config and
+    the run's recipients; every path's session answers requests through `verdict`."""
+
+    subscribers: tuple[str, ...]
+    max_roster: int
+    recipients: frozenset[str]  # this run's and the [[loginfo]] rules', lower-cased
+
+    def verdict(self, jid: str, contacts: Collection[str], *, asked: bool = False) -> Verdict:
+        """Accept or refuse `jid`, given the bare JIDs already in the roster; `asked`: the
+        session asked them to share presence, which makes them a recipient too."""
+        return subscription_verdict(
+            jid, self.subscribers, recipient=asked or jid.lower() in self.recipients,
+            in_roster=jid in contacts, roster_size=len(contacts), max_roster=self.max_roster,
+        )
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    """How one session behaves towards others: the subscription policy, whether it sends
+    initial presence (announces) or stays quiet and probes, and the bound on each step.
+    Every field is required: no path gets a session without choosing them (sessions.py)."""
+
+    policy: SubscriptionPolicy
+    announce: bool
+    step_timeout: float
+
+
+# A stamp this far ahead of our clock was not written by an honest clock: ignore it.
+STAMP_SKEW = 5.0
+
+
+def announce_due(last: float | None, now: float, interval: float) -> bool:
+    """True when no run has announced within `interval` seconds before `now`.
+
+    Never announced (None), an unreadable time, or one in the future (a clock that was
+    ahead, or a forged stamp) all count as due: a stored subscription request must not
+    wait longer than the interval because of a stamp we cannot believe.
+    """
+    if last is None or not math.isfinite(last) or last > now + STAMP_SKEW:
+        return True
+    return now - last >= interval

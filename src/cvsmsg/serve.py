@@ -11,8 +11,9 @@ import signal
 from typing import TYPE_CHECKING
 
 from cvsmsg.config import Config
-from cvsmsg.drain import POLL_SECONDS, Drainer, Waker, end_session, open_session
+from cvsmsg.drain import POLL_SECONDS, Drainer, Waker
 from cvsmsg.errors import AuthError, ConnectError, CvsmsgError, DeadlineError
+from cvsmsg.sessions import SERVE, end_session, open_session, plan_session
 from cvsmsg.spool import DELIVER_LOCK, SERVE_LOCK, Spool
 
 if TYPE_CHECKING:
@@ -88,7 +89,9 @@ async def _serve_locked(cfg: Config, spool: Spool, stop: asyncio.Event) -> None:
         while not stop.is_set():
             drainer.refresh()
             try:
-                session = await open_session(cfg)
+                plan = plan_session(cfg, spool, drainer.recipients(), SERVE)
+                session = await open_session(cfg, plan, drainer.recipients(),
+                                             timeout=cfg.step_timeout)
             except (ConnectError, DeadlineError, AuthError) as exc:
                 if drainer.pending:
                     drainer.mark_failed(str(exc))
@@ -137,10 +140,12 @@ async def _serve_session(
             return
         if loop.time() - last_ping >= KEEPALIVE_SECONDS:
             try:
-                async with asyncio.timeout(cfg.timeout):
+                async with asyncio.timeout(cfg.step_timeout):
                     await session.ping()
             except TimeoutError:
-                raise DeadlineError(f"no answer to a ping within {cfg.timeout:g} s") from None
+                raise DeadlineError(
+                    f"no answer to a ping within {cfg.step_timeout:g} s"
+                ) from None
             last_ping = loop.time()
         session.phase = "waiting for work"
         wait = 2 * POLL_SECONDS

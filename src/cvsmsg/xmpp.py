@@ -29,7 +29,7 @@ from slixmpp.xmlstream.matcher import MatchXPath
 
 from cvsmsg.config import Config
 from cvsmsg.errors import AuthError, ConfigError, ConnectError, CvsmsgError, RecipientError
-from cvsmsg.policy import PresenceView
+from cvsmsg.policy import PresenceView, SessionPlan
 
 log = logging.getLogger(__name__)
 
@@ -136,20 +136,16 @@ class XmppSession:
     reported precisely by the caller.
     """
 
-    def __init__(
-        self,
-        cfg: Config,
-        *,
-        accept_subscription: Callable[[str], bool] | None = None,
-    ) -> None:
+    def __init__(self, cfg: Config, plan: SessionPlan) -> None:
         self.cfg = cfg
-        self.accept_subscription = accept_subscription or (lambda _jid: True)
+        self.plan = plan
         self.phase = "starting"
         self.bounces: list[Bounce] = []
         self._resources: dict[str, dict[str, str]] = {}
         self._negative: set[tuple[str, str]] = set()  # (bare, resource) with priority < 0
         self._heard: set[str] = set()
-        self._asked: set[str] = set()  # asked to share presence during this session
+        self.asked: set[str] = set()  # asked to share presence during this session
+        self._accepted: set[str] = set()  # the server's roster pushes may lag behind us
         self._presence_event = asyncio.Event()
         self._failure: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -181,7 +177,7 @@ class XmppSession:
         client.enable_starttls = cfg.tls == "starttls"
         client.whitespace_keepalive = False
         # We answer subscriptions ourselves: slixmpp does not answer `unsubscribe`, and the
-        # allow-list (accept_subscription) must be consulted first.
+        # subscription policy must be consulted first.
         client.auto_authorize = None
         client.auto_subscribe = False
         # XEP-0198 acks tell us the server has the message. window=0: we ask for the ack
@@ -320,14 +316,20 @@ class XmppSession:
 
     def _on_subscribe(self, pres: Any) -> None:
         who = pres["from"].bare
-        if not self.accept_subscription(who):
+        contacts = {entry.jid for entry in self.roster()} | self._accepted
+        # Someone we asked to share presence is a recipient of ours, whatever the path.
+        verdict = self.plan.policy.verdict(who, contacts, asked=who in self.asked)
+        if not verdict.accept:
+            level = logging.WARNING if verdict.roster_full else logging.INFO
+            log.log(level, "not accepting %s: %s", who, verdict.reason)
             self.client.send_presence(pto=who, ptype="unsubscribed")
             log.info("refused presence subscription from %s", who)
             return
+        self._accepted.add(who)
         # Accept and ask back, so the relation becomes mutual (RFC 6121 §3.1).
         self.client.send_presence(pto=who, ptype="subscribed")
         self.client.send_presence(pto=who, ptype="subscribe")
-        self._asked.add(who)
+        self.asked.add(who)
         log.info("accepted presence subscription from %s and asked back", who)
 
     def _on_unsubscribe(self, pres: Any) -> None:
@@ -361,19 +363,17 @@ class XmppSession:
         iq.append(ET.Element(f"{{{_PING_NS}}}ping"))
         # An error reply is a reply too: the round trip is all we want.
         with contextlib.suppress(IqError):
-            await iq.send(timeout=self.cfg.timeout)
+            await iq.send(timeout=self.plan.step_timeout)
 
     # -- public API ----------------------------------------------------------------------
 
-    async def open(self, probe: Collection[str] | None = None) -> None:
-        """Connect, authenticate, fetch the roster and learn contacts' presence.
+    async def open(self, recipients: Collection[str] = ()) -> None:
+        """Connect, authenticate, fetch the roster and learn the recipients' presence.
 
-        With `probe=None` the session announces itself to all contacts (the book's way; a
-        daemon wants that). With a list of recipients it stays invisible and sends them
-        directed presence probes instead, so a run does not flash the bot online and
-        offline to its whole roster; it falls back to announcing when a recipient's
-        presence is not visible to us, since only an initial presence makes the server
-        hand over subscription requests stored while we were offline.
+        A session whose plan says so announces itself (initial presence): the server then
+        hands over subscription requests stored while we were offline and probes every
+        contact for us. Otherwise it stays invisible and sends the recipients directed
+        presence probes, so a run does not flash the bot online and offline to its roster.
         """
         addr = self.cfg.server_address
         self._set_phase(f"connecting to {self._where()}")
@@ -383,21 +383,20 @@ class XmppSession:
             self.client.connect()
         await self._race(self._started)
         self._set_phase("requesting the roster and presence")
+        step = self.plan.step_timeout
         try:
-            if probe is None:
+            if self.plan.announce:
                 # Pipelined: the server answers in order, so when the ping comes back the
                 # roster is ours and (for local contacts) their presence and any
                 # subscription requests stored while we were offline have been delivered.
-                roster = self.client.get_roster(timeout=self.cfg.timeout)
+                roster = self.client.get_roster(timeout=step)
                 self.announce()
                 await self._race(asyncio.gather(roster, self._ping_server()))
                 return
             # Probes need the roster first: a probe to someone who has not authorised us
             # is answered `unsubscribed`, which cancels our pending request (RFC 6121 §4.3).
-            await self._race(self.client.get_roster(timeout=self.cfg.timeout))
-            if not all(self.can_see(j) for j in probe):
-                self.announce()
-            await self.probe(probe)
+            await self._race(self.client.get_roster(timeout=step))
+            await self.probe(recipients)
         except IqTimeout:
             raise ConnectError(f"{self._where()} did not answer the roster request") from None
         except IqError as exc:
@@ -440,10 +439,10 @@ class XmppSession:
     def ask_presence(self, jid: str) -> bool:
         """Ask `jid` to share presence unless a request is already pending; True if asked."""
         roster = self.client.client_roster
-        if jid in self._asked or (roster.has_jid(jid) and roster[jid]["pending_out"]):
+        if jid in self.asked or (roster.has_jid(jid) and roster[jid]["pending_out"]):
             return False
         self.client.send_presence(pto=jid, ptype="subscribe")
-        self._asked.add(jid)
+        self.asked.add(jid)
         return True
 
     async def presence_of(self, jids: Iterable[str]) -> dict[str, PresenceView]:
@@ -457,12 +456,17 @@ class XmppSession:
         at once makes the very first notification deliverable.
         """
         jids = list(jids)
+        # Ask anyone whose presence we cannot see before waiting: if their client approves
+        # at once, this very notification can still be gated and delivered.
+        for jid in jids:
+            if not self.can_see(jid):
+                self.ask_presence(jid)
         if not self.announced and any(
             self.can_see(j) and j not in self._probed and j not in self._heard for j in jids
         ):
             await self.probe(jids)  # e.g. queued messages' recipients, in probe mode
         pending = {
-            j for j in jids if (self.can_see(j) or j in self._asked) and j not in self._heard
+            j for j in jids if (self.can_see(j) or j in self.asked) and j not in self._heard
         }
         if pending:
             self._set_phase(f"waiting for the presence of {', '.join(sorted(pending))}")

@@ -1,0 +1,144 @@
+"""Direct delivery: one session, within the run's `timeout`. Decide each recipient with the
+gate, send to those who may be disturbed, wait for the server's confirmation, queue what
+could not go (withheld, or an error), and hand over queued messages whose recipient is
+back while the session is open."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+
+from cvsmsg.config import Config
+from cvsmsg.drain import Drainer, DrainStats
+from cvsmsg.errors import AuthError, ConnectError, CvsmsgError, DeadlineError, SpoolError
+from cvsmsg.message import split_message
+from cvsmsg.policy import decide
+from cvsmsg.report import Outcome
+from cvsmsg.sessions import OneShot
+from cvsmsg.spool import Spool
+from cvsmsg.xmpp import XmppSession
+
+log = logging.getLogger(__name__)
+
+# Kept free at the end of the run for closing the stream cleanly.
+CLOSE_MARGIN = 3.0
+QUEUED = "queued for later delivery"
+
+
+async def deliver(
+    cfg: Config, spool: Spool, recipients: list[str], subject: str, text: str, user: str
+) -> list[Outcome]:
+    """Deliver `text` to each available, not-withheld recipient, in order; queue the rest.
+    A login or connection failure queues the message for everyone the server has not
+    confirmed, and is raised again saying so."""
+    confirmed: dict[str, Outcome] = {}
+    late: list[Outcome] = []
+    try:
+        async with OneShot(cfg, spool, recipients) as run:
+            session = await run.open()
+            confirmed = await _send_gated(cfg, session, recipients, subject, text)
+            late = await _deliver_queued(cfg, spool, session, run.remaining() - CLOSE_MARGIN)
+    except (AuthError, ConnectError, DeadlineError) as exc:
+        raise _queue_after_error(cfg, spool, recipients, subject, text, user, exc, confirmed) \
+            from None
+    await run.close()
+    outcomes = [confirmed[jid] for jid in recipients]
+    return [_queue_withheld(cfg, spool, o, subject, text, user) for o in outcomes] + late
+
+
+async def _send_gated(
+    cfg: Config, session: XmppSession, recipients: list[str], subject: str, text: str
+) -> dict[str, Outcome]:
+    """Each recipient's outcome once the server has confirmed what we sent."""
+    views = await session.presence_of(recipients)
+    decisions = {jid: decide(views[jid], cfg.withhold_show) for jid in recipients}
+    outcomes: dict[str, Outcome] = {}
+    for jid, decision in decisions.items():
+        if not decision.deliver:
+            reason = decision.reason
+            if jid in session.asked and not views[jid].visible:
+                reason += f"; asked {jid} to share presence"
+            outcomes[jid] = Outcome(jid, False, reason)
+    to_send = [jid for jid in recipients if decisions[jid].deliver]
+    parts = split_message(subject, text, session.max_stanza_bytes, cfg.max_parts)
+    session.phase = "sending"
+    for jid in to_send:
+        for part in parts:
+            session.send(jid, part.subject, part.body, cfg.message_type)
+    await session.confirm()
+    bounced = {b.recipient: b for b in session.bounces}
+    for jid in to_send:
+        bounce = bounced.get(jid)
+        if bounce is None:
+            outcomes[jid] = Outcome(jid, True, decisions[jid].reason)
+            continue
+        detail = f": {bounce.text}" if bounce.text else ""
+        outcomes[jid] = Outcome(
+            jid, False, f"message to {jid} rejected by the server ({bounce.condition}{detail})",
+            failed=True,
+        )
+    return outcomes
+
+
+def _queue_withheld(
+    cfg: Config, spool: Spool, outcome: Outcome, subject: str, text: str, user: str
+) -> Outcome:
+    if outcome.delivered or outcome.failed or cfg.withheld != "queue":
+        return outcome
+    try:
+        spool.add(outcome.recipient, subject, text, mtype=cfg.message_type, cvs_user=user,
+                  attempts=1, reason=outcome.reason)
+    except SpoolError as exc:
+        return replace(outcome, reason=f"{outcome.reason}; not queued: {exc}")
+    return replace(outcome, reason=f"{outcome.reason}; queued")
+
+
+def _queue_after_error(
+    cfg: Config, spool: Spool, recipients: list[str], subject: str, text: str, user: str,
+    exc: CvsmsgError, confirmed: dict[str, Outcome],
+) -> CvsmsgError:
+    """Queue the message for every recipient the server has not confirmed; the same
+    error (same exit code) saying so."""
+    queued = 0
+    try:
+        for jid in recipients:
+            outcome = confirmed.get(jid)
+            if outcome is not None and (outcome.delivered or outcome.failed):
+                continue  # the server has it (or refused it for good)
+            if outcome is not None and cfg.withheld != "queue":
+                continue  # withheld, and withheld messages are dropped
+            reason = outcome.reason if outcome is not None else str(exc)
+            spool.add(jid, subject, text, mtype=cfg.message_type, cvs_user=user,
+                      attempts=1, reason=reason)
+            queued += 1
+    except SpoolError as spool_exc:
+        return type(exc)(f"{exc}; could not queue the message: {spool_exc}")
+    return type(exc)(f"{exc}; {QUEUED}") if queued else exc
+
+
+async def _deliver_queued(
+    cfg: Config, spool: Spool, session: XmppSession, budget: float
+) -> list[Outcome]:
+    """Queued messages whose recipient is available now, in the session we already have;
+    within `budget` seconds so the run still ends within its timeout. Never fails the run."""
+    if not spool.exists():
+        return []
+    drainer = Drainer(cfg, spool, session, count_attempts=False)
+    if not drainer.refresh():
+        return []
+    if budget <= 0:
+        log.info("no time left to deliver queued messages; they stay queued")
+        return []
+    stats = DrainStats()
+    try:
+        async with asyncio.timeout(budget):
+            await drainer.step(deliverable_only=True, stats=stats)
+    except TimeoutError:
+        log.info("no time left to deliver all queued messages; the rest stay queued")
+    except CvsmsgError as exc:
+        log.warning("queued messages not delivered: %s", exc)
+    return [
+        Outcome(jid, True, f"{n} queued notification{'s' if n != 1 else ''}")
+        for jid, n in stats.delivered.items()
+    ]

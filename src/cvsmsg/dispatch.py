@@ -1,0 +1,46 @@
+"""The one decision every notification goes through: hand it to the spool (background
+mode, or while `cvsmsg serve` runs) or deliver it directly, and what that meant for each
+recipient. `notify` and `loginfo` both call `dispatch`; nothing else decides this."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+
+from cvsmsg.config import Config
+from cvsmsg.errors import RecipientError, SpoolError
+from cvsmsg.handoff import cvs_user, hand_off, open_spool, wants_handoff
+from cvsmsg.recipients import resolve_recipients
+from cvsmsg.report import Report
+
+log = logging.getLogger(__name__)
+
+
+def dispatch(
+    cfg: Config, recipient_values: list[str], subject: str, text: str,
+    env: Mapping[str, str] | None = None,
+) -> Report:
+    """Send `text` to every valid recipient, through the spool or directly.
+
+    Invalid recipients are failed Outcomes and never hold the valid ones back. The hand-off
+    imports neither asyncio nor slixmpp: CVS waits for it once per watcher and file.
+    """
+    env = os.environ if env is None else env
+    recipients, invalid = resolve_recipients(recipient_values, cfg.default_domain, cfg.jid)
+    if not recipients:
+        if not invalid:
+            raise RecipientError("no recipient given")
+        return Report(invalid)  # nothing to connect for
+    spool = open_spool(cfg, env)
+    user = cvs_user(text, env)
+    if wants_handoff(cfg, spool):
+        try:
+            return Report(invalid + hand_off(cfg, spool, recipients, subject, text, user, env))
+        except SpoolError as exc:
+            log.warning("%s: delivering directly", exc)
+    import asyncio
+
+    from cvsmsg.direct import deliver
+
+    return Report(invalid + asyncio.run(deliver(cfg, spool, recipients, subject, text, user)))

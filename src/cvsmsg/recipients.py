@@ -1,0 +1,150 @@
+"""Recipients: a `CVSROOT/users` value (or a config entry) to a bare JID, once for every
+path; invalid values become failed Outcomes, never a reason to drop the valid ones."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import stringprep
+import unicodedata
+from collections.abc import Iterable
+
+from cvsmsg.errors import RecipientError
+from cvsmsg.report import Outcome
+
+_UNSAFE = re.compile(r"[\s\"&'<>]")
+# What a domain label may not hold once prepared (slixmpp's ILLEGAL_CHARS: ASCII other than
+# letters, digits and '-', controls included).
+_DOMAIN_ILLEGAL = re.compile(r"[\x00-\x2c\x2e\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]")
+_MAX_PART = 1023  # RFC 7622 §3.1: each part at most 1023 octets
+
+
+def _strip_ignorable(text: str) -> str:
+    """Remove what RFC 3454 table B.1 maps to nothing (zero-width spaces and joiners, soft
+    hyphen, BOM...): invisible when pasted into CVSROOT/users, so never part of an address."""
+    return "".join(c for c in text if not stringprep.in_table_b1(c))
+
+
+def _nodeprep(local: str) -> str:
+    """RFC 6122 nodeprep, as slixmpp applies it: case folded, NFKC (so a fullwidth name is
+    the ASCII one), and nothing prohibited. ValueError when the localpart is not valid."""
+    folded = "".join(stringprep.map_table_b2(c) for c in local)
+    text = unicodedata.ucd_3_2_0.normalize("NFKC", folded)
+    for c in text:
+        if (
+            c in " '\"&/:<>@" or stringprep.in_table_a1(c) or stringprep.in_table_c11(c)
+            or stringprep.in_table_c12(c) or stringprep.in_table_c21_c22(c)
+            or stringprep.in_table_c3(c) or stringprep.in_table_c4(c)
+            or stringprep.in_table_c5(c) or stringprep.in_table_c6(c)
+            or stringprep.in_table_c7(c) or stringprep.in_table_c8(c)
+            or stringprep.in_table_c9(c)
+        ):
+            raise ValueError(f"character {c!r} is not allowed in a localpart")
+    if any(stringprep.in_table_d1(c) for c in text) and (
+        any(stringprep.in_table_d2(c) for c in text)
+        or not (stringprep.in_table_d1(text[0]) and stringprep.in_table_d1(text[-1]))
+    ):
+        raise ValueError("mixed right-to-left and left-to-right text")
+    return text
+
+
+def _domainprep(domain: str) -> str:
+    """The domain as slixmpp keeps it: nameprep'd labels, IDNA A-labels turned back into
+    Unicode (so `xn--bcher-kva.example` and `bücher.example` are one domain), IP literals
+    as they are. ValueError when it is not a valid domain."""
+    import socket
+    from encodings import idna
+
+    with contextlib.suppress(OSError):
+        socket.inet_aton(domain)
+        return domain
+    if domain.startswith("[") and domain.endswith("]"):
+        try:
+            socket.inet_pton(socket.AF_INET6, domain[1:-1])
+        except OSError:
+            raise ValueError(f"{domain} is not an IPv6 address") from None
+        return domain.lower()
+    labels = []
+    for label in domain.rstrip(".").split("."):
+        try:
+            label = idna.nameprep(label)
+            idna.ToASCII(label)  # length and the rest of IDNA2003's rules
+            if label.startswith("xn--"):
+                label = idna.ToUnicode(label)
+        except UnicodeError as exc:
+            raise ValueError(f"label {label!r}: {exc}") from None
+        if not label or _DOMAIN_ILLEGAL.search(label) or "-" in (label[0], label[-1]):
+            raise ValueError(f"label {label!r} is not a host name")
+        labels.append(label)
+    return ".".join(labels)
+
+
+def normalize_recipient(value: str, default_domain: str | None) -> str:
+    """Turn a `CVSROOT/users` value (or a config entry) into the bare JID slixmpp, the roster
+    and the server use for the same person, or raise RecipientError.
+
+    CVS passes the value verbatim, trailing spaces and CR included; a watcher without a
+    users entry arrives as a bare CVS user name, completed with `default_domain`. Equivalent
+    spellings fold to one (case, width, invisible characters, IDNA); anything slixmpp would
+    refuse is refused here, so it is exit 7 at once rather than a message queued forever.
+    """
+    address = _strip_ignorable(value).strip()
+    if address.lower().startswith("xmpp:"):
+        address = address[5:]
+    if not address:
+        raise RecipientError("empty recipient address (check CVSROOT/users)")
+    shown = repr(address)  # never a raw control character on a terminal
+    if _UNSAFE.search(address) or address.count("@") > 1:
+        raise RecipientError(f"invalid recipient address {shown}")
+    if address.lower() == "xmpp":
+        # `alice:xmpp:alice@example.org` in CVSROOT/users: CVS cut the value at the ':'.
+        raise RecipientError(
+            "recipient 'xmpp' is an xmpp: URI cut short by CVS at the ':': "
+            "write the bare JID (alice:alice@example.org) in CVSROOT/users"
+        )
+    if "@" not in address:
+        if not default_domain:
+            raise RecipientError(
+                f"recipient {shown} has no domain: add '{address}:{address}@your.domain' "
+                "to CVSROOT/users or set default_domain in the config"
+            )
+        address = f"{address}@{default_domain}"
+    local, _, domain = address.partition("@")
+    try:
+        local = _nodeprep(local)
+        domain = _domainprep(domain.split("/", 1)[0])
+        if not local or not domain:
+            raise ValueError("empty localpart or domain")
+        if max(len(local.encode()), len(domain.encode())) > _MAX_PART:
+            raise ValueError("too long")
+    except ValueError as exc:
+        raise RecipientError(f"invalid recipient address {shown}: {exc}") from None
+    return f"{local}@{domain}"
+
+
+def resolve_recipients(
+    values: Iterable[str], default_domain: str | None, own_jid: str | None = None
+) -> tuple[list[str], list[Outcome]]:
+    """Valid bare JIDs (deduplicated, in order) and a failed Outcome for each invalid value;
+    the bot's own address is invalid (it would ask itself to subscribe)."""
+    own = None
+    if own_jid:
+        with contextlib.suppress(RecipientError):
+            own = normalize_recipient(own_jid.split("/", 1)[0], None)
+    valid: list[str] = []
+    invalid: list[Outcome] = []
+    for value in values:
+        shown = value.strip()
+        shown = shown if shown.isprintable() else repr(shown)
+        try:
+            jid = normalize_recipient(value, default_domain)
+            if jid == own:
+                raise RecipientError(
+                    f"recipient {jid} is cvsmsg's own account: it cannot notify itself"
+                )
+        except RecipientError as exc:
+            invalid.append(Outcome(shown, False, str(exc), failed=True))
+            continue
+        if jid not in valid:
+            valid.append(jid)
+    return valid, invalid
