@@ -199,7 +199,8 @@ def test_no_path_shows_the_bot_online_once_announced(path, scene, person):
     start = len(bot_presence(observer, scene.bot.jid))
     run_notify(scene)
     # a fresh spool has never announced: this run does, and contacts see it
-    assert bot_presence(observer, scene.bot.jid)[start:] == ["available", "unavailable"]
+    assert wait_for(lambda: bot_presence(observer, scene.bot.jid)[start:] == [
+        "available", "unavailable"], 5), bot_presence(observer, scene.bot.jid)[start:]
     seen = len(bot_presence(observer, scene.bot.jid))
     ONE_SHOT[path](scene)  # within the interval: quiet
     assert shown_online(observer, scene.bot.jid, seen) == [], f"{path} showed the bot online"
@@ -226,7 +227,8 @@ def test_announce_mode_is_seen_on_every_run(scene, person):
     seen = len(bot_presence(observer, scene.bot.jid))
     run_notify(scene)
     run_notify(scene)
-    assert bot_presence(observer, scene.bot.jid)[seen:] == ["available", "unavailable"] * 2
+    assert wait_for(lambda: bot_presence(observer, scene.bot.jid)[seen:] == [
+        "available", "unavailable"] * 2, 5), bot_presence(observer, scene.bot.jid)[seen:]
 
 
 # -- 3. a stored request is answered within the interval's bound -----------------------------
