@@ -167,20 +167,21 @@ def test_stranger_is_refused_and_listed_people_accepted(path, scene, person, tmp
         for p in (stranger, fan, follower):
             p.send_presence(bot_jid, "subscribe")
 
+    def answered() -> None:
+        assert_refused(stranger, heard[stranger.jid], bot_jid)
+        assert_accepted(fan, heard[fan.jid], bot_jid)
+        assert_accepted(follower, heard[follower.jid], bot_jid)
+
     if path == "serve":
         with serving(scene.config(), tmp_path / "serve.log"):
             ask()  # serve is online: it answers at once
-            assert_refused(stranger, heard[stranger.jid], bot_jid)
-            assert_accepted(fan, heard[fan.jid], bot_jid)
-            assert_accepted(follower, heard[follower.jid], bot_jid)
+            answered()
         return
     ask()  # no cvsmsg runs: the server stores the requests
     for p in (stranger, fan, follower):
         assert p.roster_item(bot_jid) == ("none", True)
     ONE_SHOT[path](scene)  # a fresh spool: this run announces, so it gets them
-    assert_refused(stranger, heard[stranger.jid], bot_jid)
-    assert_accepted(fan, heard[fan.jid], bot_jid)
-    assert_accepted(follower, heard[follower.jid], bot_jid)
+    answered()
 
 
 # -- 2. quiet presence: nobody sees the bot come online, except the bounded announce ---------
