@@ -181,6 +181,37 @@ class Person:
 
         return self.loops.run(go())
 
+    def roster_item(self, jid: str, resource: str = "desk") -> tuple[str, bool]:
+        """(subscription, pending_out) toward `jid`, fresh from the server: ("none", True)
+        is a request still unanswered, ("none", False) one refused (or never made)."""
+        client = self.clients[resource]
+
+        async def go() -> tuple[str, bool]:
+            await client.get_roster(timeout=10)
+            roster = client.client_roster
+            if not roster.has_jid(jid):
+                return "none", False
+            return str(roster[jid]["subscription"]), bool(roster[jid]["pending_out"])
+
+        return self.loops.run(go())
+
+    def track_presence(self, resource: str = "desk") -> list[tuple[str, str]]:
+        """From now on, record every presence stanza `resource` receives as (sender bare
+        JID, type), subscription answers (`subscribed`, `unsubscribed`) included; the
+        returned list fills in as they arrive."""
+        client = self.clients[resource]
+        seen: list[tuple[str, str]] = []
+
+        def on_presence(pres: Any) -> None:
+            with self._lock:
+                seen.append((pres["from"].bare, pres["type"]))
+
+        async def go() -> None:
+            client.add_event_handler("presence", on_presence)
+
+        self.loops.run(go())
+        return seen
+
     def wait_messages(self, count: int = 1, timeout: float = 5.0) -> list[Received]:
         """Messages received so far, waiting up to `timeout` for at least `count`."""
         import time
