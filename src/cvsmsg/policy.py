@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 
@@ -130,6 +130,9 @@ class SessionPlan:
     policy: SubscriptionPolicy
     announce: bool
     step_timeout: float
+    # Called once the session has announced (the spool's stamp), never before: a run that
+    # fails to log in must not make the others believe stored requests were answered.
+    announced: Callable[[], None]
 
 
 # A stamp this far ahead of our clock was not written by an honest clock: ignore it.

@@ -47,18 +47,19 @@ def plan_session(
     known = {jid.lower() for jid in recipients}
     known |= {jid for rule in cfg.loginfo for jid in rule.to}
     policy = SubscriptionPolicy(cfg.allowed_subscribers, cfg.max_roster, frozenset(known))
-    if role == SERVE or cfg.presence == "announce":
-        announce = True
-        if spool is not None:
-            spool.mark_announced()
-    elif spool is None:
-        announce = True  # no stamp to keep: every run answers stored requests
+    if role == SERVE or cfg.presence == "announce" or spool is None:
+        announce = True  # no stamp to keep without a spool: every run answers
     else:
-        announce = spool.claim_announce(cfg.announce_interval)
+        announce = spool.announce_due(cfg.announce_interval)
     if announce and cfg.presence != "announce":
         log.info("announcing presence: subscription requests stored by the server are answered")
     step = cfg.timeout if role == ONE_SHOT else cfg.step_timeout
-    return SessionPlan(policy, announce, step)
+    stamp = spool.mark_announced if spool is not None else _nothing
+    return SessionPlan(policy, announce, step, stamp)
+
+
+def _nothing() -> None:
+    pass
 
 
 def new_session(cfg: Config, plan: SessionPlan, progress: Progress | None = None
@@ -91,6 +92,8 @@ async def login(
         await end_session(session, clean=False)  # never awaits: safe while cancelled
         raise
     session.phase = "connected"
+    if session.announced:
+        session.plan.announced()
     return session
 
 

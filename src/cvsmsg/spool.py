@@ -450,36 +450,30 @@ class Spool:
             os.close(fd)  # also drops our shared lock
         return False
 
-    def claim_announce(self, interval: float, now: float | None = None) -> bool:
-        """True when no run announced within `interval` and this process won the turn."""
+    def announce_due(self, interval: float, now: float | None = None) -> bool:
+        """True when no run has announced within `interval` seconds (temporary version)."""
         from cvsmsg.policy import announce_due
 
-        now = time.time() if now is None else now
         try:
-            self.ensure()
-            fd = os.open(self.path / "announce", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
-                         | os.O_CLOEXEC, FILE_MODE)
-        except (OSError, SpoolError) as exc:
-            log.debug("announce stamp unusable (%s): announcing", exc)
-            return True
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False
-            st = os.fstat(fd)
-            last = None if st.st_size == 0 else st.st_mtime
-            if not announce_due(last, now, interval):
-                return False
-            os.write(fd, b"") if st.st_size else os.write(fd, b"1")
-            os.utime(fd, (now, now))
-            return True
-        finally:
-            os.close(fd)
+            st = os.stat(self.path / "announce", follow_symlinks=False)
+            last = st.st_mtime if stat.S_ISREG(st.st_mode) else None
+        except OSError:
+            last = None
+        return announce_due(last, time.time() if now is None else now, interval)
 
     def mark_announced(self) -> None:
-        """`cvsmsg serve` announced: the stamp says so."""
-        self.claim_announce(0.0)
+        """A session has just announced: the stamp says so (temporary version)."""
+        try:
+            self.ensure()
+            fd = os.open(self.path / "announce", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, FILE_MODE)
+        except (OSError, SpoolError) as exc:
+            log.debug("cannot write the announce stamp: %s", exc)
+            return
+        try:
+            os.utime(fd)
+        finally:
+            os.close(fd)
 
     def serve_running(self) -> bool:
         """True while a `cvsmsg serve` holds the spool."""
