@@ -197,6 +197,30 @@ def test_world_readable_config_with_password_refused(bot):
     )
 
 
+def test_world_readable_password_refused_even_with_env_override(bot):
+    # $CVSMSG_PASSWORD set or not, the file still gives the password away
+    bot.config.chmod(0o644)
+    result = bot.run("x@localhost", env={"CVSMSG_PASSWORD": bot.password})
+    assert result.returncode == 3
+    assert only_line(result.stderr) == (
+        f"cvsmsg: error: config file {bot.config} holds a password and is world-readable: "
+        f"run 'chmod o-rwx {bot.config}'"
+    )
+
+
+@pytest.mark.parametrize(("mode", "who"), [(0o660, "group"), (0o602, "world"),
+                                           (0o666, "group- and world")])
+def test_writable_config_refused(bot, mode, who):
+    # whoever can write the config can set password_command: code run as every CVS user
+    bot.config.chmod(mode)
+    result = bot.run("x@localhost", env={"CVSMSG_PASSWORD": bot.password})
+    assert result.returncode == 3
+    assert only_line(result.stderr) == (
+        f"cvsmsg: error: config file {bot.config} is {who}-writable: whoever can write it "
+        f"runs code as every CVS user; run 'chmod go-w {bot.config}'"
+    )
+
+
 def test_group_readable_config_is_fine(bot, person):
     # CVS runs cvsmsg as whoever ran `cvs edit`: a group-readable config is the normal setup
     alice = person("")

@@ -135,20 +135,28 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 
-def _refuse_world_readable(path: Path, what: str) -> None:
-    """A password readable by every local user is a password given away."""
+def _refuse_exposed(path: Path, what: str, *, secret: bool) -> None:
+    """A file others can write can make cvsmsg run anything (`password_command`) as every
+    CVS user; a password every local user can read is a password given away."""
     try:
         mode = path.stat().st_mode
     except OSError as exc:
         raise ConfigError(f"cannot stat {what} {path}: {exc.strerror}") from None
-    if mode & stat.S_IROTH:
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        who = "group- and world" if mode & stat.S_IWGRP and mode & stat.S_IWOTH else (
+            "group" if mode & stat.S_IWGRP else "world")
+        raise ConfigError(
+            f"{what} {path} is {who}-writable: whoever can write it runs code as every CVS "
+            f"user; run 'chmod go-w {path}'"
+        )
+    if secret and mode & stat.S_IROTH:
         raise ConfigError(
             f"{what} {path} holds a password and is world-readable: run 'chmod o-rwx {path}'"
         )
 
 
 def _password_from_file(path: Path) -> str:
-    _refuse_world_readable(path, "password file")
+    _refuse_exposed(path, "password file", secret=True)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -336,6 +344,9 @@ def load_config(
     unknown = sorted(set(data) - _KNOWN_KEYS)
     if unknown:
         raise ConfigError(f"{where}: unknown setting '{unknown[0]}'")
+    if path is not None:
+        # Whatever overrides are set: the file itself is what others could read or change.
+        _refuse_exposed(path, "config file", secret="password" in data)
     base = path.parent if path else Path.cwd()
 
     jid = env.get("CVSMSG_JID") or _expect(data, "jid", str, where)
@@ -354,8 +365,6 @@ def load_config(
     password_source = "$CVSMSG_PASSWORD"
     if not password:
         if "password" in data:
-            assert path is not None
-            _refuse_world_readable(path, "config file")
             password = _expect(data, "password", str, where)
             password_source = f"config file {path}"
         elif "password_file" in data:
