@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 
 from cvsmsg.config import Config
 from cvsmsg.digest import Batch, batches, render
-from cvsmsg.drops import ingest, pending_drops
 from cvsmsg.errors import AuthError, ConnectError, CvsmsgError, DeadlineError
 from cvsmsg.message import STANZA_OVERHEAD, split_message, wire_size
 from cvsmsg.policy import decide
@@ -92,9 +91,7 @@ class Drainer:
     # -- reading the spool ----------------------------------------------------------------
 
     def refresh(self) -> list[str]:
-        """Pick up messages added since the last look (cvsmsg-drop's drops first turned into
-        messages), forget removed ones; the new ids."""
-        ingest(self.cfg, self.spool)
+        """Pick up messages added since the last look, forget removed ones; the new ids."""
         ids = self.spool.ids()
         current = set(ids)
         for gone in set(self.pending) - current:
@@ -112,8 +109,7 @@ class Drainer:
 
     def unseen(self) -> bool:
         """True when the spool holds a message this drainer has never looked at."""
-        return (any(i not in self.seen for i in self.spool.ids())
-                or bool(pending_drops(self.spool)))
+        return any(i not in self.seen for i in self.spool.ids())
 
     def expire(self, stats: DrainStats) -> None:
         """Drop messages older than queue_max_age, each with a log line."""
