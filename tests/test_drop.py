@@ -1,5 +1,6 @@
-"""`cvsmsg-drop`, the POSIX-sh hand-off: a raw drop in SPOOL/incoming that the deliverer
-validates and queues. Real script, real deliverer, real Prosody, real cvs."""
+"""`cvsmsg-drop`, the POSIX-sh hand-off: a message written straight into the spool, in the
+format cvsmsg writes, validated when the deliverer reads it. Real script, real deliverer,
+real Prosody, real cvs."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cvsmsg.drops import parse_drop
+from cvsmsg import paths
 from cvsmsg.spool import Spool
 from tests.conftest import cvsmsg_command
 from tests.spoolhelp import (
@@ -62,7 +63,7 @@ def test_drop_reaches_an_online_recipient(bot, person, bg_config, spool_dir):
                                                    notice().rstrip("\n"))
     assert wait_for(lambda: not pid_alive(pid), 15)
     assert spool_files(spool_dir) == []
-    assert os.listdir(spool_dir / "incoming") == []
+    assert [n for n in os.listdir(spool_dir) if n.startswith(".tmp-")] == []
     log = (spool_dir / "deliver.log").read_text()
     assert f"delivered 1 notification(s) to {alice.jid}" in log
 
@@ -86,20 +87,18 @@ def test_invalid_recipient_ends_as_bad_with_a_log_line(bot, person, bg_config, s
     assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
     assert drop("--config", str(bg_config), alice.jid).returncode == 0
     alice.wait_messages(1, 15)  # the valid one still goes out
-    incoming = spool_dir / "incoming"
-    assert wait_for(lambda: [p.name for p in incoming.iterdir()
-                             if p.name.endswith(".drop.bad")], 10)
-    [bad] = [p for p in incoming.iterdir() if p.name.endswith(".bad")]
+    assert wait_for(lambda: list(spool_dir.glob("*.bad")), 10)
+    [bad] = spool_dir.glob("*.bad")
     log = (spool_dir / "deliver.log").read_text()
-    assert f"cvsmsg-drop {bad.name.removesuffix('.bad')}: invalid recipient address " \
-           f"'bad<value': renamed to {bad.name}" in log
-    assert spool_files(spool_dir) == []
+    assert f"spool file {bad.with_suffix('.msg')} is invalid (invalid recipient address " \
+           f"'bad<value'): renamed to {bad.name}" in log
+    assert wait_for(lambda: spool_files(spool_dir) == [], 10)
 
 
 def test_reads_all_of_stdin_and_never_writes_stdout(tmp_path):
     """No deliverer here (we hold the lock): just the drop file, byte for byte."""
     spool = tmp_path / "spool"
-    (spool / "incoming").mkdir(parents=True)
+    spool.mkdir()
     big = b"proj a.txt\n---\n" + b"x" * (2 << 20) + b"\n"
     with open(spool / "deliver.lock", "w") as lock:
         subprocess.run(["flock", "-n", str(lock.fileno())], pass_fds=[lock.fileno()],
@@ -109,12 +108,18 @@ def test_reads_all_of_stdin_and_never_writes_stdout(tmp_path):
                                 stderr=subprocess.PIPE, env={**os.environ, "LOGNAME": "bob"})
         out, err = proc.communicate(big, timeout=30)  # a broken pipe would raise here
     assert (proc.returncode, out, err) == (0, b"", b"")
-    [name] = os.listdir(spool / "incoming")
-    assert name.endswith(".drop")
-    recipient, user, when, body = parse_drop((spool / "incoming" / name).read_bytes())
-    assert (recipient, user, body) == ("alice", "bob", big)
-    assert abs(when - time.time()) < 30
-    assert (spool / "incoming" / name).stat().st_mode & 0o777 == 0o660
+    [name] = [n for n in os.listdir(spool) if n.endswith(".msg")]
+    assert sorted(os.listdir(spool)) == sorted(["deliver.lock", name])  # no temp file left
+    raw = (spool / name).read_bytes()
+    head, _, body = raw.partition(b"\n\n")
+    assert head.split(b"\n")[:3] == [b"cvsmsg-spool 2", b"recipient: alice", b"user: bob"]
+    assert body == big  # byte for byte
+    [entry] = Spool(spool, default_domain="example.org").entries()
+    assert (entry.recipient, entry.cvs_user, entry.body) == (
+        "alice@example.org", "bob", big.decode().rstrip("\n"))
+    assert abs(entry.created - time.time()) < 30
+    assert entry.id == name.removesuffix(".msg")
+    assert (spool / name).stat().st_mode & 0o777 == 0o660
 
 
 def test_usage_and_spool_errors_are_reported_after_reading_stdin(tmp_path):
@@ -125,9 +130,9 @@ def test_usage_and_spool_errors_are_reported_after_reading_stdin(tmp_path):
     (tmp_path / "file").write_text("")
     result = drop("--spool", str(tmp_path / "file" / "spool"), "alice",
                   input=b"y" * (1 << 20))
-    assert result.returncode == 3
-    assert result.stdout == b""
-    assert b"cvsmsg-drop: error: cannot create" in result.stderr
+    assert (result.returncode, result.stdout, result.stderr) == (
+        3, b"", f"cvsmsg-drop: error: cannot create directory {tmp_path}/file: File exists\n"
+        .encode())
 
 
 def test_three_hundred_notifications_from_one_cvs_commit_through_drop(
@@ -144,31 +149,7 @@ def test_three_hundred_notifications_from_one_cvs_commit_through_drop(
     assert "cvsmsg" not in result.stderr  # the drop says nothing when all is well
     assert_every_watcher_got_every_commit(repo, people)
     assert wait_for(lambda: spool_files(spool_dir) == [], 10)
-    assert os.listdir(spool_dir / "incoming") == []
     print(f"\n300 drops during cvs commit: {elapsed:.1f} s")
-
-
-def test_ingest_validates_each_drop(bg_config, spool_dir):
-    """Without a server: good drops become messages (their time kept), the rest `.bad`."""
-    from cvsmsg.config import load_config
-    from cvsmsg.drops import ingest
-
-    cfg = load_config(bg_config, os.environ)
-    spool = Spool(spool_dir).ensure()
-    incoming = spool_dir / "incoming"
-    incoming.mkdir()
-    head = "cvsmsg-drop 1\nrecipient: {r}\nuser: carol\ntime: 1700000000000000000\n\n"
-    (incoming / "1-1.drop").write_text(head.format(r="alice@localhost") + "hello\n")
-    (incoming / "2-1.drop").write_text(head.format(r="alice@localhost") + "")  # empty text
-    (incoming / "3-1.drop").write_text("garbage\n")
-    (incoming / "4-1.drop").write_bytes(head.format(r="bob@localhost").encode() + b"a\0b")
-    (incoming / ".tmp-5-1").write_text("being written")
-    assert ingest(cfg, spool) == 1
-    [entry] = spool.entries()
-    assert (entry.recipient, entry.body, entry.cvs_user, entry.created) == (
-        "alice@localhost", "hello", "carol", 1700000000.0)
-    assert sorted(os.listdir(incoming)) == [".tmp-5-1", "2-1.drop.bad", "3-1.drop.bad",
-                                            "4-1.drop.bad"]
 
 
 def test_serve_takes_drops_at_once(bot, person, spool_dir, tmp_path):
@@ -192,3 +173,29 @@ def test_serve_takes_drops_at_once(bot, person, spool_dir, tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
+
+
+def test_the_script_default_spool_is_the_system_spool():
+    """The sh script hard-codes the system spool: it must not drift from paths.py."""
+    text = drop_script().read_text()
+    assert f"spool=${{CVSMSG_SPOOL_DIR:-{paths.SYSTEM_SPOOL_DIR}}}\n" in text
+    for name in (paths.lock_name(paths.DELIVER_LOCK), paths.WAKE_FIFO, paths.TMP_PREFIX,
+                 paths.MESSAGE_SUFFIX):
+        assert name in text
+
+
+def test_a_full_spool_disk_says_so(tmp_path):
+    """`cvsmsg-drop` names what failed (not a permissions guess) and leaves nothing."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mnt)],
+                      capture_output=True, check=False).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        result = drop("--spool", str(mnt / "s"), "alice", input=b"x" * 100_000)
+        assert (result.returncode, result.stdout, result.stderr) == (
+            3, b"", f"cvsmsg-drop: error: cannot write to spool {mnt}/s: No space left on "
+            "device\n".encode())
+        assert os.listdir(mnt / "s") == []
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)

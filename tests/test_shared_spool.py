@@ -119,12 +119,13 @@ def public_cvsmsg(where: Path) -> Path:
 
 
 def admin_setup(site: Site, prosody, bot, name: str, **extra: object) -> tuple[Path, Path]:
-    """As the README says: config 0640 root:GROUP, spool `install -d -m 2770 -g GROUP`."""
+    """As the README says: config 0640 root:GROUP, spool `install -d -m 3770 -g GROUP`
+    (setgid and sticky: nobody renames or deletes another member's files)."""
     ca = site.root / f"{name}-ca.pem"
     shutil.copy(prosody.ca, ca)
     ca.chmod(0o644)
     spool = site.root / f"{name}-spool"
-    subprocess.run(["install", "-d", "-m", "2770", "-g", site.group, str(spool)], check=True)
+    subprocess.run(["install", "-d", "-m", "3770", "-g", site.group, str(spool)], check=True)
     config = prosody.write_cvsmsg_config(site.root / f"{name}.toml", bot.jid, bot.password,
                                          spool_dir=str(spool), **extra)
     config.write_text(config.read_text().replace(str(prosody.ca), str(ca)))
@@ -184,7 +185,11 @@ def test_two_users_queue_into_one_spool_through_cvs(site, prosody, bot, person):
     assert bodies[0].startswith(f"proj a.txt\n---\nTriggered unedit watch on {repo.root}/proj")
     assert "Triggered edit watch" in bodies[1] and f"By {u1}" in bodies[1] \
         and f"By {u2}" in bodies[1]  # u1's run delivered u2's message too
-    assert list(spool.glob("*.msg")) == []
+    # the sticky spool kept u1 from deleting u2's file: emptied, i.e. delivered
+    assert [(p.owner(), p.stat().st_size) for p in spool.glob("*.msg")] == [(u2, 0)]
+    listing = site.run(u2, str(site.cvsmsg), "queue", "--config", str(config))
+    assert (listing.returncode, listing.stdout) == (0, f"no messages queued in {spool}\n")
+    assert list(spool.glob("*.msg")) == []  # u2's own run reaped it
 
 
 def test_two_users_background_one_deliverer(site, prosody, bot, person):
@@ -205,7 +210,9 @@ def test_two_users_background_one_deliverer(site, prosody, bot, person):
 
     assert wait_for(lambda: len(received()) >= 6, 20)
     assert received() == [f"proj f{i}.txt" for i in range(6)]  # once each, in order
-    assert wait_for(lambda: list(spool.glob("*.msg")) == [], 10)
+    # delivered: deleted, or emptied where the sticky spool kept the deliverer from
+    # deleting the other user's file (reaped by that user's next run)
+    assert wait_for(lambda: all(p.stat().st_size == 0 for p in spool.glob("*.msg")), 10)
     pids = {int(p) for p in re.findall(r"cvsmsg\[(\d+)\] INFO: delivered",
                                        (spool / "deliver.log").read_text())}
     assert len(pids) <= 2  # one deliverer (two if the first left) for both users
@@ -214,3 +221,50 @@ def test_two_users_background_one_deliverer(site, prosody, bot, person):
         st = (spool / name).stat()
         assert (grp.getgrgid(st.st_gid).gr_name, stat.S_IMODE(st.st_mode) & 0o060) == (
             site.group, 0o060), name  # the other user can take them over
+
+
+def test_sticky_spool_other_members_messages(site):
+    """In the sticky spool a member cannot replace or delete another's file: an update
+    writes the message under a new id of its own and empties the old file; a removal
+    empties it; the owner's next look reaps the empty files. Links planted by one member
+    are refused by the other."""
+    spool = site.root / "sticky-spool"
+    subprocess.run(["install", "-d", "-m", "3770", "-g", site.group, str(spool)], check=True)
+    python = str(site.cvsmsg.with_name("python3"))
+    u1, u2 = site.users
+
+    def py(user: str, code: str) -> str:
+        result = site.run(user, python, "-c", "from pathlib import Path\n"
+                          f"from cvsmsg.spool import Spool\ns = Spool(Path('{spool}'))\n"
+                          + code)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    first = py(u1, "print(s.add('a@x', 's', 'one').id)")
+    second = py(u1, "print(s.add('a@x', 's', 'two').id)")
+    moved = py(u2, f"c = s.claim('{first}')\nprint(c.update(attempts=1, reason='dnd').id)")
+    assert moved != first and moved[:13] == first[:13]  # same time, sorts in its place
+    py(u2, f"c = s.claim('{second}')\nc.remove()")
+    assert py(u2, "print([(e.id, e.body, e.attempts) for e in s.entries()])") == \
+        str([(moved, "one", 1)])
+    owners = {p.name: (p.owner(), p.stat().st_size) for p in spool.glob("*.msg")}
+    assert owners[f"{first}.msg"] == (u1, 0) and owners[f"{second}.msg"] == (u1, 0)
+    assert owners[f"{moved}.msg"][0] == u2
+    py(u1, "s.ids()")  # the owner reaps the emptied files
+    assert sorted(p.name for p in spool.glob("*.msg")) == [f"{moved}.msg"]
+
+    # a link planted by u1 where u2 would create the lock: refused, not followed
+    precious = site.root / f"home-{u2}" / "precious"
+    site.run(u2, "sh", "-c", f"echo mine > {precious}; chmod 600 {precious}")
+    site.run(u1, "ln", "-s", str(precious), str(spool / "deliver.lock"))
+    result = site.run(u2, python, "-c", f"from pathlib import Path\nfrom cvsmsg.spool import "
+                      f"Spool, DELIVER_LOCK\nSpool(Path('{spool}')).try_lock(DELIVER_LOCK)")
+    assert "deliver.lock is a symbolic link: refusing to follow it" in result.stderr
+    script = site.root / "cvsmsg-drop"
+    shutil.copy(Path(__file__).parents[1] / "bin" / "cvsmsg-drop", script)
+    script.chmod(0o755)
+    result = site.run(u2, str(script), "--spool", str(spool), "a@x", input=b"hi\n")
+    assert result.returncode == 0
+    assert "deliver.lock is not a regular file: no deliverer started" in result.stderr
+    assert precious.read_text() == "mine\n"
+    assert stat.S_IMODE(precious.stat().st_mode) == 0o600

@@ -119,7 +119,8 @@ def test_add_writes_one_group_shared_file_atomically(tmp_path):
     finally:
         os.umask(old)
     mode = (tmp_path / "spool").stat().st_mode
-    assert stat.S_IMODE(mode) == 0o2770
+    assert stat.S_IMODE(mode) == 0o3770  # setgid + sticky: nobody renames or deletes
+    # another member's files
     path = spool.file_of(e.id)
     assert stat.S_IMODE(path.stat().st_mode) == 0o660
     assert [p.name for p in (tmp_path / "spool").iterdir()] == [path.name]  # no temp left
@@ -148,7 +149,9 @@ def test_unreadable_file_is_set_aside(tmp_path, caplog):
     (tmp_path / "0000000000001-000000.msg").write_text("{ truncated")
     assert [e.id for e in spool.entries()] == [good.id]
     assert (tmp_path / "0000000000001-000000.bad").exists()
-    assert "is unreadable" in caplog.text
+    assert caplog.messages == [
+        f"spool file {tmp_path}/0000000000001-000000.msg is invalid (no header (or no empty "
+        "line after it)): renamed to 0000000000001-000000.bad"]
 
 
 def test_unwritable_spool_is_a_spool_error(tmp_path):

@@ -536,10 +536,8 @@ def flush(config_path: Path | None, server: str | None, timeout: float | None, q
         import asyncio
 
         from cvsmsg.drain import flush as drain_flush
-        from cvsmsg.drops import ingest
 
         cfg, spool = _load_spool_config(config_path, server=server, timeout=timeout)
-        ingest(cfg, spool)  # cvsmsg-drop's raw drops become messages
         if not spool.ids():
             if not quiet:
                 click.echo(f"no messages queued in {spool.path}")

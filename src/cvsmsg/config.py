@@ -104,9 +104,11 @@ class Config:
         return self.server.strip("[]"), 5223 if self.tls == "direct" else 5222
 
 
-def default_config_paths() -> list[Path]:
-    """Where we look when neither --config nor $CVSMSG_CONFIG is given."""
-    return [Path.home() / ".config/cvsmsg/config.toml", Path("/etc/cvsmsg/config.toml")]
+def default_config_paths(env: Mapping[str, str] | None = None) -> list[Path]:
+    """Where we look when neither --config nor $CVSMSG_CONFIG is given (paths.py)."""
+    from cvsmsg.paths import config_search_path
+
+    return config_search_path(os.environ if env is None else env)
 
 
 def find_config_file(explicit: Path | None, env: Mapping[str, str]) -> Path | None:
@@ -116,7 +118,7 @@ def find_config_file(explicit: Path | None, env: Mapping[str, str]) -> Path | No
         if not chosen.is_file():
             raise ConfigError(f"config file {chosen} does not exist or is not a file")
         return chosen
-    for path in default_config_paths():
+    for path in default_config_paths(env):
         if path.is_file():
             return path
     return None

@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING
 
 from cvsmsg.config import Config
 from cvsmsg.digest import Batch, batches, render
-from cvsmsg.drops import ingest, pending_drops
-from cvsmsg.errors import AuthError, ConnectError, CvsmsgError, DeadlineError
+from cvsmsg.errors import AuthError, ConnectError, CvsmsgError, DeadlineError, SpoolError
 from cvsmsg.message import STANZA_OVERHEAD, split_message, wire_size
 from cvsmsg.policy import decide
 from cvsmsg.sessions import DELIVERER, OneShot, end_session, open_session, plan_session
@@ -93,9 +92,7 @@ class Drainer:
     # -- reading the spool ----------------------------------------------------------------
 
     def refresh(self) -> list[str]:
-        """Pick up messages added since the last look (cvsmsg-drop's drops first turned into
-        messages), forget removed ones; the new ids."""
-        ingest(self.cfg, self.spool)
+        """Pick up messages added since the last look, forget removed ones; the new ids."""
         ids = self.spool.ids()
         current = set(ids)
         for gone in set(self.pending) - current:
@@ -117,8 +114,7 @@ class Drainer:
 
     def unseen(self) -> bool:
         """True when the spool holds a message this drainer has never looked at."""
-        return (any(i not in self.seen for i in self.spool.ids())
-                or bool(pending_drops(self.spool)))
+        return any(i not in self.seen for i in self.spool.ids())
 
     def expire(self, stats: DrainStats) -> None:
         """Drop messages older than queue_max_age, each with a log line."""
@@ -372,8 +368,8 @@ def run_deliverer(cfg: Config, spool: Spool, lock_fd: int) -> None:
         try:
             asyncio.run(deliver_background(cfg, spool, drainer))
         finally:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
+            with contextlib.suppress(OSError, SpoolError):
+                Spool.clear_pid(fd)
             os.close(fd)  # releases the lock
         fd = spool.try_lock(DELIVER_LOCK) if drainer.unseen() else None
 

@@ -26,7 +26,8 @@ def open_spool(cfg: Config, env: Mapping[str, str]) -> Spool:
     path, shared, warning = resolve_spool_dir(cfg.spool_dir, env)
     if warning:
         log.warning("%s", warning)
-    return Spool(path, shared=shared)
+    return Spool(path, shared=shared, default_domain=cfg.default_domain, subject=cfg.subject,
+                 message_type=cfg.message_type)
 
 
 def wants_handoff(cfg: Config, spool: Spool) -> bool:

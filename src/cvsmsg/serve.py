@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from cvsmsg.config import Config
 from cvsmsg.drain import POLL_SECONDS, Drainer, Waker
-from cvsmsg.errors import AuthError, ConnectError, CvsmsgError, DeadlineError
+from cvsmsg.errors import AuthError, ConnectError, CvsmsgError, DeadlineError, SpoolError
 from cvsmsg.sessions import SERVE, end_session, open_session, plan_session
 from cvsmsg.spool import DELIVER_LOCK, SERVE_LOCK, Spool
 
@@ -73,8 +73,8 @@ async def serve(cfg: Config, spool: Spool, stop: asyncio.Event) -> None:
     finally:
         for fd in (deliver_fd, serve_fd):
             if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, 0)
+                with contextlib.suppress(OSError, SpoolError):
+                    Spool.clear_pid(fd)
                 os.close(fd)
         log.info("stopped")
 

@@ -1,21 +1,43 @@
-"""The durable queue: one file per message in a directory several Unix users can share.
+"""The durable queue: one file per message in a directory several Unix users share.
 
-Layout of the spool directory (setgid, group-writable, so every CVS user of one group can
-add, deliver and remove messages whoever queued them):
+Layout of the spool directory (names in paths.py; a shared spool is created setgid and
+sticky, mode 3770, so files get the directory's group and nobody can rename or delete
+another member's files):
 
-    ID.msg         one message (JSON), written atomically: temp file, fsync, link, fsync dir
-    .tmp-*         a message being written (ignored; left-overs of a killed writer are
-                   removed after an hour)
-    ID.bad         a message file that could not be parsed (kept for a human, never sent)
-    deliver.lock   held by the one process draining the spool (background deliverer or
-                   serve); contains its pid
+    ID.msg         one message, written atomically Maildir style: a fresh temp name in the
+                   same directory (O_EXCL), fsync, `link` into place (never clobbers), unlink
+                   the temp, fsync the directory. Python's `add` and the sh hand-off
+                   `bin/cvsmsg-drop` write the same format, so there is no conversion stage.
+                   An empty ID.msg is a message delivered by someone who could not delete
+                   it (sticky directory, another user's file): ignored, reaped by its owner.
+    .tmp-*         a file being written (ignored; left-overs of a killed writer are removed
+                   after an hour)
+    ID.bad         a message file that failed validation (kept for a human, never sent)
+    deliver.lock   held by the one process draining the spool; contains its pid
     serve.lock     held by `cvsmsg serve` for its lifetime; contains its pid
     wake           a FIFO: a writer drops a byte in it so a waiting drainer looks at once
-    incoming/      raw drops of the sh hand-off `cvsmsg-drop` (see drops.py): every drainer
-                   turns them into messages before it looks at the spool
+    deliver.log    the detached deliverer's log
+    announce       its mtime says when a run last announced the bot's presence
+
+The message format (sh-writable; header values are one line without control characters):
+
+    cvsmsg-spool 2
+    recipient: <value as given; validated when read>
+    user: <CVS user>
+    time: <nanoseconds since the epoch>
+    subject: <optional>            type: <optional: normal|chat|headline>
+    attempts: <optional>           reason: <optional>       last-attempt: <optional ns>
+    <empty line>
+    <body bytes>
+
+The directory is shared by every CVS user, so nothing in it is trusted: every field is
+validated when read (a file that fails goes to ID.bad with one log line and never blocks
+the others), and every file is opened with O_NOFOLLOW (O_EXCL when created) and checked
+with fstat before we write, truncate or chmod it: a link planted by a group member never
+makes us touch its target.
 
 Each message is claimed with an exclusive `flock` on its own file before it is sent, and
-unlinked only after the server acknowledged it, so concurrent runs never send one message
+removed only after the server acknowledged it, so concurrent runs never send one message
 twice; a claim dies with its process (kill -9 included).
 
 No slixmpp, no click: the background hand-off imports this module and must stay fast.
@@ -26,48 +48,68 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import logging
 import os
+import re
 import stat
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from cvsmsg.errors import SpoolError
+from cvsmsg.config import DEFAULT_SUBJECT, MESSAGE_TYPES
+from cvsmsg.errors import CvsmsgError, SpoolError
+from cvsmsg.message import clean_line, clean_text
+from cvsmsg.paths import (
+    ANNOUNCE_STAMP,
+    BAD_SUFFIX,
+    DELIVER_LOCK,
+    DELIVER_LOG,
+    MAX_INPUT_BYTES,
+    SERVE_LOCK,
+    SYSTEM_SPOOL_DIR,
+    TMP_PREFIX,
+    WAKE_FIFO,
+    lock_name,
+    user_spool_dir,
+)
+from cvsmsg.paths import MESSAGE_SUFFIX as SUFFIX
+from cvsmsg.recipients import normalize_recipient
 
 TYPE_CHECKING = False  # no `typing` at run time: the hand-off must start fast
 if TYPE_CHECKING:
     from typing import Any
 
+__all__ = [
+    "BAD_SUFFIX", "DELIVER_LOCK", "SERVE_LOCK", "SUFFIX", "SYSTEM_SPOOL_DIR", "TMP_PREFIX",
+    "WAKE_FIFO", "Claim", "Entry", "Spool", "claimed", "new_id", "open_log_file",
+    "resolve_spool_dir", "user_spool_dir",
+]
+
 log = logging.getLogger(__name__)
 
-SYSTEM_SPOOL_DIR = Path("/var/spool/cvsmsg")
-SHARED_DIR_MODE = 0o2770  # setgid: files get the directory's group, whoever writes them
+SHARED_DIR_MODE = 0o3770  # setgid: files get the directory's group; sticky: see above
 PRIVATE_DIR_MODE = 0o700  # the per-user fallback is nobody else's business
 FILE_MODE = 0o660
-SUFFIX = ".msg"
-BAD_SUFFIX = ".bad"
-TMP_PREFIX = ".tmp-"
 STALE_TMP_SECONDS = 3600.0
-DELIVER_LOCK = "deliver"
-SERVE_LOCK = "serve"
-WAKE_FIFO = "wake"
-FORMAT_VERSION = 1
+MAGIC = b"cvsmsg-spool 2"
+MAX_HEADER_BYTES = 64 * 1024
+MAX_FUTURE_SECONDS = 86400.0  # a time further ahead is a wrong clock: taken as now
+MAX_ATTEMPTS = 1_000_000
+
+_SAFE = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # nonblock: a planted FIFO never hangs us
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+_DIGITS = re.compile("[0-9]{1,20}")
+_FIELDS = ("recipient", "user", "time", "subject", "type", "attempts", "reason",
+           "last-attempt")
 
 
-def user_spool_dir(env: Mapping[str, str]) -> Path:
-    """The per-user fallback: $XDG_STATE_HOME/cvsmsg/spool (~/.local/state/cvsmsg/spool)."""
-    state = env.get("XDG_STATE_HOME") or ""
-    base = Path(state) if state.startswith("/") else Path.home() / ".local" / "state"
-    return base / "cvsmsg" / "spool"
+class BadMessage(ValueError):
+    """A message file that is not a valid one of ours: it is set aside as ID.bad."""
 
 
-def _usable(path: Path) -> bool:
-    if path.is_dir():
-        return os.access(path, os.W_OK | os.X_OK)
-    return not path.exists() and os.access(path.parent, os.W_OK | os.X_OK)
+class _NotOwner(Exception):
+    """The sticky directory refused to replace or delete another user's file."""
 
 
 def resolve_spool_dir(
@@ -90,10 +132,32 @@ def resolve_spool_dir(
     return fallback, False, warning
 
 
+def _usable(path: Path) -> bool:
+    if path.is_dir():
+        return os.access(path, os.W_OK | os.X_OK)
+    return not path.exists() and os.access(path.parent, os.W_OK | os.X_OK)
+
+
 def new_id(now_ns: int | None = None) -> str:
-    """Sortable by creation time (microseconds, hex), plus randomness for uniqueness."""
+    """Sortable by creation time (microseconds, hex), plus randomness for uniqueness
+    (cvsmsg-drop puts its pid there: `printf '%013x-%06x' MICROS $$`)."""
     micros = (time.time_ns() if now_ns is None else now_ns) // 1000
     return f"{micros:013x}-{os.urandom(3).hex()}"
+
+
+def _to_ns(seconds: float) -> int:
+    """The integer nanoseconds that read back (n / 1e9) as exactly `seconds`."""
+    guess = round(seconds * 1e9)
+    for delta in range(512):
+        for n in (guess - delta, guess + delta):
+            if n / 1e9 == seconds:
+                return n
+    return guess
+
+
+def _one_line(value: str) -> str:
+    """A header value: control characters (newlines included) become spaces."""
+    return _CONTROL.sub(" ", value)
 
 
 @dataclass(frozen=True)
@@ -116,40 +180,166 @@ class Entry:
         """True once a run withheld it or failed to send it (a fresh hand-off is not)."""
         return self.attempts > 0
 
-    def to_json(self) -> bytes:
-        data = {
-            "v": FORMAT_VERSION, "recipient": self.recipient, "subject": self.subject,
-            "body": self.body, "type": self.type, "cvs_user": self.cvs_user,
-            "created": self.created, "attempts": self.attempts, "reason": self.reason,
-            "last_attempt": self.last_attempt,
-        }
-        return json.dumps(data, ensure_ascii=False, indent=1).encode("utf-8") + b"\n"
+    def to_bytes(self) -> bytes:
+        """The spool file format (see the module docstring)."""
+        lines = [
+            MAGIC.decode(), f"recipient: {_one_line(self.recipient)}",
+            f"user: {_one_line(self.cvs_user)}", f"time: {_to_ns(self.created)}",
+            f"subject: {_one_line(self.subject)}", f"type: {_one_line(self.type)}",
+        ]
+        if self.attempts:
+            lines.append(f"attempts: {self.attempts}")
+        if self.reason:
+            lines.append(f"reason: {_one_line(self.reason)}")
+        if self.last_attempt is not None:
+            lines.append(f"last-attempt: {_to_ns(self.last_attempt)}")
+        head = "\n".join(lines) + "\n\n"
+        return head.encode("utf-8", "replace") + self.body.encode("utf-8", "replace") + b"\n"
 
-    @classmethod
-    def from_json(cls, entry_id: str, raw: bytes) -> Entry:
-        """Parse a message file; ValueError when it is not one of ours."""
-        data = json.loads(raw.decode("utf-8"))
-        if not isinstance(data, dict) or data.get("v") != FORMAT_VERSION:
-            raise ValueError("not a cvsmsg spool file of a known version")
+
+@dataclass(frozen=True)
+class Defaults:
+    """What a file may leave out, and what validating it needs (from the config)."""
+
+    default_domain: str | None = None
+    subject: str = DEFAULT_SUBJECT
+    message_type: str = "normal"
+
+
+def parse_message(entry_id: str, raw: bytes, defaults: Defaults, now: float) -> Entry:
+    """Validate one spool file completely; BadMessage says what is wrong with it."""
+    head, sep, body = raw.partition(b"\n\n")
+    if not sep or len(head) > MAX_HEADER_BYTES:
+        raise BadMessage("no header (or no empty line after it)")
+    lines = head.split(b"\n")
+    if lines[0] != MAGIC:
+        raise BadMessage(f"not a cvsmsg spool file (first line {lines[0][:40]!r})")
+    fields: dict[str, str] = {}
+    for line in lines[1:]:
         try:
-            return cls(
-                id=entry_id, recipient=str(data["recipient"]), subject=str(data["subject"]),
-                body=str(data["body"]), type=str(data.get("type") or "normal"),
-                cvs_user=str(data.get("cvs_user") or ""), created=float(data["created"]),
-                attempts=int(data.get("attempts") or 0), reason=str(data.get("reason") or ""),
-                last_attempt=(None if data.get("last_attempt") is None
-                              else float(data["last_attempt"])),
-            )
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"missing or bad field: {exc}") from None
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadMessage("header is not UTF-8") from None
+        name, colon, value = text.partition(": ")
+        if not colon or name not in _FIELDS:
+            raise BadMessage(f"bad header line {text[:60]!r}")
+        if name in fields:
+            raise BadMessage(f"header {name!r} given twice")
+        if _CONTROL.search(value):
+            raise BadMessage(f"control character in header {name!r}")
+        fields[name] = value
+    for name in ("recipient", "time"):
+        if name not in fields:
+            raise BadMessage(f"no {name!r} header")
+    try:
+        recipient = normalize_recipient(fields["recipient"], defaults.default_domain)
+    except CvsmsgError as exc:
+        raise BadMessage(str(exc)) from None
+    created = _time(entry_id, fields["time"], "time", now)
+    last = fields.get("last-attempt")
+    last_attempt = None if last is None else _time(entry_id, last, "last-attempt", now)
+    mtype = fields.get("type", defaults.message_type)
+    if mtype not in MESSAGE_TYPES:
+        raise BadMessage(f"bad type {mtype[:40]!r}")
+    attempts_text = fields.get("attempts", "0")
+    if not _DIGITS.fullmatch(attempts_text) or int(attempts_text) > MAX_ATTEMPTS:
+        raise BadMessage(f"bad attempts {attempts_text[:40]!r}")
+    if len(body) > MAX_INPUT_BYTES:
+        log.warning("spool file %s: body larger than %d MiB: only that much is sent",
+                    entry_id, MAX_INPUT_BYTES >> 20)
+        body = body[:MAX_INPUT_BYTES]
+    try:
+        text = clean_text(body)
+    except CvsmsgError as exc:
+        raise BadMessage(str(exc)) from None
+    subject = clean_line(fields["subject"]) if "subject" in fields else defaults.subject
+    return Entry(
+        entry_id, recipient, subject, text, mtype, fields.get("user", ""), created,
+        int(attempts_text), fields.get("reason", ""), last_attempt,
+    )
+
+
+def _time(entry_id: str, value: str, name: str, now: float) -> float:
+    """Nanoseconds → seconds: 1-20 digits (no NaN, inf or sign); a time more than a day
+    ahead is a wrong clock and is taken as now (with a log line)."""
+    if not _DIGITS.fullmatch(value):
+        raise BadMessage(f"bad {name} {value[:40]!r}")
+    seconds = int(value) / 1e9
+    if seconds > now + MAX_FUTURE_SECONDS:
+        log.warning("spool file %s: %s is %.0f s in the future: taken as now", entry_id,
+                    name, seconds - now)
+        return now
+    return seconds
 
 
 def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _refuse_link(path: Path, exc: OSError) -> SpoolError:
+    if exc.errno == errno.ELOOP:
+        return SpoolError(f"{path} is a symbolic link: refusing to follow it "
+                          "(someone planted it in the spool: remove it)")
+    return SpoolError(f"cannot open {path}: {exc.strerror or exc}")
+
+
+def _check_opened(fd: int, path: Path, *, fifo: bool = False) -> os.stat_result:
+    """What we opened must be what we expect: a regular file with one link (not a hard
+    link to someone's file) or a FIFO. Our own files get FILE_MODE (group members share
+    them whatever our umask). Closes `fd` and raises SpoolError otherwise."""
+    st = os.fstat(fd)
+    ok = stat.S_ISFIFO(st.st_mode) if fifo else (
+        stat.S_ISREG(st.st_mode) and st.st_nlink == 1)
+    if not ok:
+        os.close(fd)
+        what = "a FIFO" if fifo else "a regular file with a single link"
+        raise SpoolError(f"{path} is not {what}: refusing to use it (remove it)")
+    if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) != FILE_MODE:
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, FILE_MODE)
+    return st
+
+
+def open_shared(path: Path, flags: int, *, create: bool = True, fifo: bool = False) -> int:
+    """Open a file of the shared spool without following links: an existing one as it is
+    (no O_CREAT: protected_regular would refuse another user's file), a missing one
+    created with O_EXCL; then fstat-checked (see _check_opened). Blocking mode restored."""
+    for _ in range(5):
+        try:
+            fd = os.open(path, flags | _SAFE)
+        except FileNotFoundError:
+            if not create:
+                raise
+            try:
+                fd = os.open(path, flags | _SAFE | os.O_CREAT | os.O_EXCL, FILE_MODE)
+            except FileExistsError:
+                continue  # someone made it first: open theirs
+            except OSError as exc:
+                raise _refuse_link(path, exc) from None
+        except OSError as exc:
+            raise _refuse_link(path, exc) from None
+        _check_opened(fd, path, fifo=fifo)
+        if not fifo:
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        return fd
+    raise SpoolError(f"cannot open {path}: it keeps appearing and disappearing")
+
+
+def open_log_file(path: Path) -> int:
+    """An append-only fd on a log file in the spool (deliver.log), opened like every spool
+    file: never through a link, only a regular file with one link. Raises SpoolError."""
+    return open_shared(path, os.O_WRONLY | os.O_APPEND)
+
+
+def _read_all(fd: int, limit: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < limit and (chunk := os.read(fd, min(1 << 20, limit - len(buf)))):
+        buf += chunk
+    return bytes(buf)
 
 
 class Claim:
@@ -162,16 +352,52 @@ class Claim:
 
     def remove(self) -> None:
         """Delete the message (the server has it, or it expired). Call `Spool.sync` after a
-        batch to make the removals durable."""
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.spool.file_of(self.entry.id))
+        batch to make the removals durable. Another user's file in a sticky spool cannot
+        be deleted: it is emptied instead (an empty message is a delivered one)."""
+        path = self.spool.file_of(self.entry.id)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except PermissionError:
+            self._empty(path)
+
+    def _empty(self, path: Path) -> None:
+        """Truncate the file we hold, after checking the name still is that file."""
+        try:
+            fd = os.open(path, os.O_WRONLY | _SAFE)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.warning("cannot remove or empty %s (%s): it may be sent again", path,
+                        exc.strerror or exc)
+            return
+        try:
+            st = os.fstat(fd)
+            mine = os.fstat(self._fd) if self._fd is not None else None
+            if (mine is None or (st.st_dev, st.st_ino) != (mine.st_dev, mine.st_ino)
+                    or not stat.S_ISREG(st.st_mode) or st.st_nlink != 1):
+                log.warning("cannot remove %s, and it is not the file we claimed: left as "
+                            "it is", path)
+                return
+            os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)
 
     def update(self, **changes: Any) -> Entry:
         """Rewrite the message atomically with `changes`; the last thing a claimant does
-        (the new file is a new inode, which our lock does not cover)."""
-        self.entry = replace(self.entry, **changes)
-        self.spool._write(self.entry, replace_existing=True)
-        return self.entry
+        (the new file is a new inode, which our lock does not cover). Another user's file
+        in a sticky spool cannot be replaced: the new version gets a new id (sorting next
+        to the old one) and the old file is emptied."""
+        entry = replace(self.entry, **changes)
+        try:
+            self.spool._write(entry, replace_existing=True)
+        except _NotOwner:
+            old = self.spool.file_of(self.entry.id)
+            entry = self.spool._write_new(entry)
+            self._empty(old)
+        self.entry = entry
+        return entry
 
     def release(self) -> None:
         if self._fd is not None:
@@ -186,32 +412,34 @@ class Claim:
 
 
 class Spool:
-    """A spool directory; `clock` is injectable for tests of ageing."""
+    """A spool directory. `default_domain`, `subject` and `message_type` come from the
+    config: reading validates recipients with the first and fills in the other two where a
+    file (cvsmsg-drop's) leaves them out. `clock` is injectable for tests of ageing."""
 
     def __init__(self, path: Path, *, shared: bool = True,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, default_domain: str | None = None,
+                 subject: str = DEFAULT_SUBJECT, message_type: str = "normal") -> None:
         self.path = path
         self.shared = shared
         self.clock = clock
+        self.defaults = Defaults(default_domain, subject, message_type)
+        self._stuck: set[str] = set()  # invalid files we could not rename (not ours)
 
     # -- directory ---------------------------------------------------------------------
 
     def ensure(self) -> Spool:
-        """Create the directory on first use (setgid and group-writable when shared);
-        raise SpoolError when we cannot write it."""
-        mode = SHARED_DIR_MODE if self.shared else PRIVATE_DIR_MODE
+        """Create the directory on first use (setgid, sticky and group-writable when
+        shared); raise SpoolError when it is not a real directory we can write."""
         try:
-            if not self.path.is_dir():
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    self.path.mkdir(mode=mode)
-                    os.chmod(self.path, mode)  # mkdir's mode is cut by the umask; setgid too
-                except FileExistsError:
-                    pass  # another run made it first
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            st = self._create()
         except OSError as exc:
-            raise SpoolError(
-                f"cannot create spool directory {self.path}: {exc.strerror or exc}"
-            ) from None
+            raise SpoolError(f"cannot use spool directory {self.path}: "
+                             f"{exc.strerror or exc}") from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise SpoolError(f"spool {self.path} is not a directory (a symbolic link or a "
+                             "file): refusing to use it")
         if not os.access(self.path, os.W_OK | os.X_OK):
             raise SpoolError(
                 f"spool directory {self.path} is not writable by you "
@@ -219,8 +447,33 @@ class Spool:
             )
         return self
 
+    def _create(self) -> os.stat_result:
+        mode = SHARED_DIR_MODE if self.shared else PRIVATE_DIR_MODE
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.mkdir(self.path, mode)
+                fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                             | os.O_CLOEXEC)
+                try:
+                    if os.fstat(fd).st_uid == os.geteuid():
+                        os.fchmod(fd, mode)  # mkdir's mode is cut by the umask; the bits too
+                finally:
+                    os.close(fd)
+            except FileExistsError:
+                pass  # another run made it first
+            return os.lstat(self.path)
+        except OSError as exc:
+            raise SpoolError(
+                f"cannot create spool directory {self.path}: {exc.strerror or exc}"
+            ) from None
+
     def exists(self) -> bool:
-        return self.path.is_dir()
+        """True when the spool is a real directory (a link in its place is not)."""
+        try:
+            return stat.S_ISDIR(os.lstat(self.path).st_mode)
+        except OSError:
+            return False
 
     def file_of(self, entry_id: str) -> Path:
         return self.path / f"{entry_id}{SUFFIX}"
@@ -237,14 +490,20 @@ class Spool:
         cvs_user: str = "", attempts: int = 0, reason: str = "", created: float | None = None,
     ) -> Entry:
         """Queue one message durably; it is in the spool, fsynced, when this returns.
-        `created`: when it was handed off, if earlier than now (a cvsmsg-drop file)."""
+        Header values are made one-line; the Entry returned is what `read` gives back."""
         self.ensure()
-        now = self.clock() if created is None else created
+        ns = _to_ns(self.clock() if created is None else created)
+        now = ns / 1e9
+        entry = Entry(
+            new_id(ns), _one_line(recipient), clean_line(subject), body, _one_line(mtype),
+            _one_line(cvs_user), now, attempts, _one_line(reason), now if attempts else None,
+        )
+        return self._write_new(entry)
+
+    def _write_new(self, entry: Entry) -> Entry:
+        """Write `entry` under a fresh id of its creation time; the entry as written."""
         for _ in range(5):
-            entry = Entry(
-                new_id(int(now * 1e9)), recipient, subject, body, mtype, cvs_user, now,
-                attempts, reason, now if attempts else None,
-            )
+            entry = replace(entry, id=new_id(_to_ns(entry.created)))
             try:
                 self._write(entry, replace_existing=False)
             except FileExistsError:
@@ -253,34 +512,39 @@ class Spool:
         raise SpoolError(f"cannot find a free message name in {self.path}")
 
     def _write(self, entry: Entry, *, replace_existing: bool) -> None:
-        """Temp file in the same directory, fsync, then link (new) or replace (update),
-        then fsync the directory: a reader sees the whole old file or the whole new one."""
-        tmp = self.path / f"{TMP_PREFIX}{entry.id}-{os.getpid()}-{os.urandom(2).hex()}"
+        """Temp file in the same directory (O_EXCL), fsync, then link (new: never clobbers)
+        or replace (update), then fsync the directory: a reader sees a whole file."""
+        tmp = self.path / f"{TMP_PREFIX}{entry.id}-{os.getpid()}-{os.urandom(4).hex()}"
         final = self.file_of(entry.id)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, FILE_MODE)
             try:
                 os.fchmod(fd, FILE_MODE)  # group-writable whatever the caller's umask
-                data = entry.to_json()
-                view = memoryview(data)
+                view = memoryview(entry.to_bytes())
                 while view:
                     view = view[os.write(fd, view):]
                 os.fsync(fd)
             finally:
                 os.close(fd)
             if replace_existing:
-                os.replace(tmp, final)
+                try:
+                    os.replace(tmp, final)
+                except PermissionError:
+                    raise _NotOwner() from None
             else:
                 try:
                     os.link(tmp, final)  # never clobbers an existing message
                 except FileExistsError:
                     raise
-                except OSError:
-                    os.rename(tmp, final)  # a filesystem without hard links
+                except OSError as exc:
+                    if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
+                        raise
+                    self._rename_noreplace(tmp, final)  # a filesystem without hard links
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
-        except FileExistsError:
-            with contextlib.suppress(FileNotFoundError):
+        except (FileExistsError, _NotOwner):
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
         except OSError as exc:
@@ -291,50 +555,109 @@ class Spool:
             ) from None
         self.sync()
 
+    @staticmethod
+    def _rename_noreplace(tmp: Path, final: Path) -> None:
+        if os.path.lexists(final):
+            raise FileExistsError(errno.EEXIST, "exists", str(final))
+        os.rename(tmp, final)
+
     def ids(self) -> list[str]:
-        """IDs of the queued messages, oldest first."""
+        """IDs of the queued messages, oldest first (emptied, i.e. delivered, ones left
+        out and reaped where we may)."""
         try:
-            names = os.listdir(self.path)
+            it = os.scandir(self.path)
         except FileNotFoundError:
             return []
         except OSError as exc:
             raise SpoolError(f"cannot read spool directory {self.path}: {exc.strerror}") from None
-        return sorted(n[: -len(SUFFIX)] for n in names if n.endswith(SUFFIX))
+        found = []
+        with it:
+            for item in it:
+                name = item.name
+                if not name.endswith(SUFFIX) or name.startswith("."):
+                    continue
+                entry_id = name[: -len(SUFFIX)]
+                if entry_id in self._stuck:
+                    continue
+                try:
+                    st = item.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                    with contextlib.suppress(OSError):
+                        os.unlink(item.path)  # delivered: its owner (or we) reap it
+                    continue
+                found.append(entry_id)
+        return sorted(found)
 
-    def read(self, entry_id: str) -> Entry | None:
-        """The message as it is now, without claiming it; None if it is gone or unreadable."""
+    def _open_message(self, entry_id: str) -> int | None:
+        """An fd on the message file, never through a link; None if it is gone or was set
+        aside as bad."""
+        path = self.file_of(entry_id)
         try:
-            raw = self.file_of(entry_id).read_bytes()
+            fd = os.open(path, os.O_RDONLY | _SAFE)
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise SpoolError(f"cannot read {self.file_of(entry_id)}: {exc.strerror}") from None
+            if exc.errno == errno.ELOOP:
+                self._quarantine(entry_id, "it is a symbolic link")
+                return None
+            raise SpoolError(f"cannot open {path}: {exc.strerror}") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            self._quarantine(entry_id, "not a regular file")
+            return None
+        return fd
+
+    def _parse(self, entry_id: str, fd: int) -> Entry | None:
+        raw = _read_all(fd, MAX_HEADER_BYTES + MAX_INPUT_BYTES + 2)
+        if not raw:
+            return None  # emptied: delivered by another user
         try:
-            return Entry.from_json(entry_id, raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+            return parse_message(entry_id, raw, self.defaults, self.clock())
+        except BadMessage as exc:
             self._quarantine(entry_id, str(exc))
             return None
 
+    def read(self, entry_id: str) -> Entry | None:
+        """The message as it is now, without claiming it; None if it is gone or invalid
+        (an invalid one is set aside as ID.bad)."""
+        fd = self._open_message(entry_id)
+        if fd is None:
+            return None
+        try:
+            return self._parse(entry_id, fd)
+        finally:
+            os.close(fd)
+
     def entries(self) -> list[Entry]:
-        """Every readable queued message, oldest first."""
+        """Every valid queued message, oldest first."""
         return [e for e in (self.read(i) for i in self.ids()) if e is not None]
 
     def _quarantine(self, entry_id: str, why: str) -> None:
+        """Rename ID.msg to ID.bad (rename never follows a link) with one log line."""
         path = self.file_of(entry_id)
-        with contextlib.suppress(OSError):
-            os.rename(path, path.with_suffix(BAD_SUFFIX))
-            log.warning("spool file %s is unreadable (%s): renamed to %s", path, why,
-                        path.with_suffix(BAD_SUFFIX).name)
+        bad = path.with_suffix(BAD_SUFFIX)
+        try:
+            os.rename(path, bad)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if entry_id not in self._stuck:
+                log.warning("spool file %s is invalid (%s) and cannot be renamed (%s): "
+                            "skipped", path, why, exc.strerror or exc)
+            self._stuck.add(entry_id)
+            return
+        log.warning("spool file %s is invalid (%s): renamed to %s", path, why, bad.name)
 
     def claim(self, entry_id: str) -> Claim | None:
-        """Lock one message for delivery; None if it is gone or another run holds it."""
+        """Lock one message for delivery; None if it is gone, invalid, or another run
+        holds it."""
         path = self.file_of(entry_id)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
+        fd = self._open_message(entry_id)
+        if fd is None:
             return None
-        except OSError as exc:
-            raise SpoolError(f"cannot open {path}: {exc.strerror}") from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -344,7 +667,7 @@ class Spool:
             # The file we locked must still be the one at `path`: another run may have
             # delivered and unlinked it, or rewritten it, between our open and our lock.
             try:
-                current = os.stat(path)
+                current = os.stat(path, follow_symlinks=False)
             except FileNotFoundError:
                 os.close(fd)
                 return None
@@ -352,17 +675,12 @@ class Spool:
             if (current.st_ino, current.st_dev) != (mine.st_ino, mine.st_dev):
                 os.close(fd)
                 return None
-            raw = b""
-            while chunk := os.read(fd, 1 << 16):
-                raw += chunk
+            entry = self._parse(entry_id, fd)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.close(fd)
             raise
-        try:
-            entry = Entry.from_json(entry_id, raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            self._quarantine(entry_id, str(exc))
+        if entry is None:
             os.close(fd)
             return None
         return Claim(self, entry, fd)
@@ -378,34 +696,29 @@ class Spool:
         return claim.entry
 
     def remove_stale_temp(self, max_age: float = STALE_TMP_SECONDS) -> None:
-        """Temp files a killed writer left behind (never renamed, so never a message),
-        here and in incoming/ (cvsmsg-drop's)."""
+        """Temp files a killed writer left behind (never linked, so never a message)."""
         now = time.time()
-        for directory in (self.path, self.path / "incoming"):
-            with contextlib.suppress(OSError):
-                for name in os.listdir(directory):
-                    if name.startswith(TMP_PREFIX):
-                        path = directory / name
-                        with contextlib.suppress(OSError):
-                            if now - path.stat().st_mtime > max_age:
-                                path.unlink()
+        with contextlib.suppress(OSError), os.scandir(self.path) as it:
+            for item in it:
+                if item.name.startswith(TMP_PREFIX):
+                    with contextlib.suppress(OSError):
+                        if now - item.stat(follow_symlinks=False).st_mtime > max_age:
+                            os.unlink(item.path)  # unlink never follows a link
+
+    def open_log(self) -> int:
+        """An append-only fd on SPOOL/deliver.log (see open_log_file). Raises SpoolError."""
+        self.ensure()
+        return open_log_file(self.path / DELIVER_LOG)
 
     # -- locks and wake-ups --------------------------------------------------------------
 
     def _lock_file(self, name: str) -> Path:
-        return self.path / f"{name}.lock"
+        return self.path / lock_name(name)
 
     def try_lock(self, name: str) -> int | None:
         """An fd holding an exclusive lock on `name`.lock, or None if someone holds it."""
         self.ensure()
-        path = self._lock_file(name)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
-        except OSError as exc:
-            raise SpoolError(f"cannot open lock file {path}: {exc.strerror}") from None
-        with contextlib.suppress(OSError):
-            if os.fstat(fd).st_uid == os.geteuid():
-                os.fchmod(fd, FILE_MODE)  # another group member must be able to lock it
+        fd = open_shared(self._lock_file(name), os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -415,17 +728,33 @@ class Spool:
 
     @staticmethod
     def write_pid(fd: int, pid: int | None = None) -> None:
-        """Record the holder's pid in the lock file, for `cvsmsg queue` and for tests."""
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid() if pid is None else pid}\n".encode(), 0)
+        """Record the holder's pid in the lock file behind `fd`, for `cvsmsg queue` and
+        tests. `fd` may be read-only (cvsmsg-drop's, which never opens the lock for
+        writing): the file is then reopened through /proc/self/fd, which is the very
+        inode we hold, and checked again."""
+        _rewrite_lock(fd, f"{os.getpid() if pid is None else pid}\n".encode())
+
+    @staticmethod
+    def clear_pid(fd: int) -> None:
+        """Empty the lock file behind `fd` (the holder is leaving)."""
+        _rewrite_lock(fd, b"")
 
     def holder(self, name: str) -> int | None:
         """The pid recorded in `name`.lock if that process is alive (for display: it never
         touches the lock, so it cannot make a would-be holder fail)."""
         try:
-            text = self._lock_file(name).read_text().strip()
-            pid = int(text)
+            fd = os.open(self._lock_file(name), os.O_RDONLY | _SAFE)
+        except OSError:
+            return None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            pid = int(os.read(fd, 32).decode("ascii", "replace").strip())
         except (OSError, ValueError):
+            return None
+        finally:
+            os.close(fd)
+        if pid <= 0:
             return None
         try:
             os.kill(pid, 0)
@@ -439,41 +768,20 @@ class Spool:
         """True when some process holds `name`.lock (a shared probe: harmless to others
         probing, and a would-be holder retries)."""
         try:
-            fd = os.open(self._lock_file(name), os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(self._lock_file(name), os.O_RDONLY | _SAFE)
         except OSError:
             return False
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return False
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return True
+        except OSError:
+            return False
         finally:
             os.close(fd)  # also drops our shared lock
         return False
-
-    def announce_due(self, interval: float, now: float | None = None) -> bool:
-        """True when no run has announced within `interval` seconds (temporary version)."""
-        from cvsmsg.policy import announce_due
-
-        try:
-            st = os.stat(self.path / "announce", follow_symlinks=False)
-            last = st.st_mtime if stat.S_ISREG(st.st_mode) else None
-        except OSError:
-            last = None
-        return announce_due(last, time.time() if now is None else now, interval)
-
-    def mark_announced(self) -> None:
-        """A session has just announced: the stamp says so (temporary version)."""
-        try:
-            self.ensure()
-            fd = os.open(self.path / "announce", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW
-                         | os.O_CLOEXEC, FILE_MODE)
-        except (OSError, SpoolError) as exc:
-            log.debug("cannot write the announce stamp: %s", exc)
-            return
-        try:
-            os.utime(fd)
-        finally:
-            os.close(fd)
 
     def serve_running(self) -> bool:
         """True while a `cvsmsg serve` holds the spool."""
@@ -482,10 +790,13 @@ class Spool:
     def wake(self) -> None:
         """Tell a waiting drainer (deliverer or serve) to look now; nobody listening is fine."""
         try:
-            fd = os.open(self.path / WAKE_FIFO, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = os.open(self.path / WAKE_FIFO, os.O_WRONLY | _SAFE)
         except OSError:
-            return  # no FIFO or no reader (ENXIO): nobody waits
+            return  # no FIFO, a link (ELOOP) or no reader (ENXIO): nobody waits
         try:
+            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                log.debug("%s is not a FIFO: not writing to it", self.path / WAKE_FIFO)
+                return
             os.write(fd, b"!")
         except OSError as exc:
             if exc.errno != errno.EAGAIN:  # full means a wake-up is pending anyway
@@ -498,16 +809,22 @@ class Spool:
         reader never sees end-of-file when the last notify closes its end."""
         path = self.path / WAKE_FIFO
         try:
-            os.mkfifo(path, FILE_MODE)
-            os.chmod(path, FILE_MODE)
+            os.mkfifo(path, FILE_MODE)  # never follows a link: EEXIST
         except FileExistsError:
             pass
         except OSError as exc:
             raise SpoolError(f"cannot create {path}: {exc.strerror}") from None
-        if not stat.S_ISFIFO(os.stat(path).st_mode):
-            raise SpoolError(f"{path} exists and is not a FIFO")
-        reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        keeper = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        reader = open_shared(path, os.O_RDONLY, create=False, fifo=True)
+        try:
+            keeper = open_shared(path, os.O_WRONLY, create=False, fifo=True)
+        except BaseException:
+            os.close(reader)
+            raise
+        a, b = os.fstat(reader), os.fstat(keeper)
+        if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
+            os.close(reader)
+            os.close(keeper)
+            raise SpoolError(f"{path} changed while we opened it")
         return reader, keeper
 
     @staticmethod
@@ -515,6 +832,94 @@ class Spool:
         with contextlib.suppress(BlockingIOError, InterruptedError):
             while os.read(reader, 4096):
                 pass
+
+    # -- the presence announcement stamp ---------------------------------------------------
+
+    def _open_stamp(self) -> tuple[int, bool]:
+        """(fd, created): SPOOL/announce opened read-write without following links."""
+        path = self.path / ANNOUNCE_STAMP
+        try:
+            fd, created = os.open(path, os.O_RDWR | _SAFE), False
+        except FileNotFoundError:
+            try:
+                fd = os.open(path, os.O_RDWR | _SAFE | os.O_CREAT | os.O_EXCL, FILE_MODE)
+                created = True
+            except FileExistsError:  # another run made it first: theirs decides
+                fd, created = os.open(path, os.O_RDWR | _SAFE), False
+        _check_opened(fd, path)
+        return fd, created
+
+    def announce_due(self, interval: float, now: float | None = None) -> bool:
+        """True when no run has announced within `interval` seconds (never: True). The
+        stamp is set by `mark_announced` once a session really announced, so a run that
+        failed to log in does not hold the next one back."""
+        from cvsmsg.policy import announce_due
+
+        return announce_due(self.last_announce(), self.clock() if now is None else now,
+                            interval)
+
+    def last_announce(self) -> float | None:
+        """When a run last announced (the stamp's mtime), None if never (for display)."""
+        try:
+            fd = os.open(self.path / ANNOUNCE_STAMP, os.O_RDONLY | _SAFE)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            return st.st_mtime if stat.S_ISREG(st.st_mode) else None
+        finally:
+            os.close(fd)
+
+    def mark_announced(self) -> None:
+        """Record that this run announced (`cvsmsg serve` always does)."""
+        try:
+            fd, _ = self._open_stamp()
+        except (OSError, SpoolError) as exc:
+            log.debug("cannot record the announcement (%s)", exc)
+            return
+        try:
+            _touch(fd, self.clock())
+        except OSError as exc:
+            log.debug("cannot record the announcement (%s)", exc)
+        finally:
+            os.close(fd)
+
+
+def _touch(fd: int, when: float) -> None:
+    """Set the stamp's times: to `when` if we may (our file), else to the kernel's now
+    (enough with write access)."""
+    try:
+        os.utime(fd, (when, when))
+    except PermissionError:
+        os.utime(fd)
+
+
+def _rewrite_lock(fd: int, data: bytes) -> None:
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        log.debug("lock file is not a regular file with one link: not writing our pid")
+        return
+    wfd = fd
+    if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+        try:
+            wfd = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as exc:
+            log.debug("cannot reopen the lock file for writing: %s", exc)
+            return
+        again = os.fstat(wfd)
+        if ((again.st_dev, again.st_ino) != (st.st_dev, st.st_ino)
+                or not stat.S_ISREG(again.st_mode) or again.st_nlink != 1):
+            os.close(wfd)
+            return
+    try:
+        os.ftruncate(wfd, 0)
+        if data:
+            os.pwrite(wfd, data, 0)
+    except OSError as exc:
+        log.debug("cannot write the lock file: %s", exc)
+    finally:
+        if wfd != fd:
+            os.close(wfd)
 
 
 @contextlib.contextmanager

@@ -2,8 +2,9 @@
 
 Importing `tomllib` costs 15-25 ms here (it compiles its regular expressions), and the
 background hand-off pays every millisecond 300 times in a 100-file commit with three
-watchers. So each user keeps the parsed file in a private cache ($XDG_CACHE_HOME/cvsmsg,
-else ~/.cache/cvsmsg; directory 0700, files 0600, `marshal` format), used only when
+watchers. So each user keeps the parsed file in a private cache (paths.config_cache_dir:
+$XDG_CACHE_HOME/cvsmsg, else ~/.cache/cvsmsg; directory 0700, files 0600, `marshal`
+format), used only when
 
 - the cache file is ours (owner = our euid, no group/other bits), and
 - the config file we just opened has the same device, inode, size, mtime and ctime.
@@ -22,6 +23,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from cvsmsg.paths import config_cache_dir
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -32,16 +35,13 @@ MAX_NAME = 200  # file-name room for the encoded config path
 
 def cache_file(config: Path, env: Mapping[str, str]) -> Path | None:
     """Where the parsed `config` is cached for this user; None when there is no home."""
-    base = env.get("XDG_CACHE_HOME") or ""
-    if not base.startswith("/"):
-        home = env.get("HOME") or ""
-        if not home.startswith("/"):
-            return None
-        base = os.path.join(home, ".cache")
+    base = config_cache_dir(env)
+    if base is None:
+        return None
     name = os.path.abspath(config).replace("%", "%25").replace("/", "%2F") + ".marshal"
     if len(name) > MAX_NAME:
         return None
-    return Path(base) / "cvsmsg" / name
+    return base / name
 
 
 def _identity(st: os.stat_result) -> tuple[int, ...]:
