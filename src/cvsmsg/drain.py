@@ -24,6 +24,7 @@ from cvsmsg.drops import ingest, pending_drops
 from cvsmsg.errors import AuthError, ConnectError, CvsmsgError, DeadlineError
 from cvsmsg.message import STANZA_OVERHEAD, split_message, wire_size
 from cvsmsg.policy import decide
+from cvsmsg.slixmpp_compat import cancel_send_filters
 from cvsmsg.spool import DELIVER_LOCK, Entry, Spool, claimed
 
 if TYPE_CHECKING:
@@ -282,10 +283,7 @@ async def end_session(session: XmppSession, *, clean: bool) -> None:
         await session.close()
     else:
         session.abort()
-    task = getattr(session.client, "_run_out_filters", None)
-    if isinstance(task, asyncio.Future) and not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=1.0)
+    await cancel_send_filters(session.client)
 
 
 class Waker:
