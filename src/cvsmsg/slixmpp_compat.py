@@ -237,7 +237,10 @@ class StreamAcks:
 
 
 def stream_acks(client: ClientXMPP) -> StreamAcks | None:
-    """XEP-0198 acks for this stream, or None unless enabled both ways (server and us)."""
+    """XEP-0198 acks for this stream, or None unless enabled both ways (server and us).
+
+    slixmpp fires `session_start` at bind, before the server's `<enabled/>`: right after
+    it this is still None (the `sm_enabled` event, or any round trip, settles it)."""
     sm = client.plugin.get("xep_0198", None)
     if sm is None or not (sm.enabled_out and sm.enabled_in):
         return None
