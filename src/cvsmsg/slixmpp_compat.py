@@ -17,6 +17,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import re
 import sys
 import types
 from collections.abc import Awaitable, Callable, Iterator
@@ -128,13 +129,8 @@ def installed_version() -> tuple[int, ...]:
     """The installed slixmpp's version as numbers, e.g. (1, 17, 0)."""
     import slixmpp
 
-    parts = []
-    for piece in str(slixmpp.__version__).split("."):
-        digits = "".join(c for c in piece if c.isdigit()) if piece else ""
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts)
+    found = re.match(r"\d+(?:\.\d+)*", str(slixmpp.__version__))
+    return tuple(int(n) for n in found[0].split(".")) if found else ()
 
 
 # -- helpers the session calls instead of touching slixmpp internals ----------------------
