@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from cvsmsg.config import Config
 from cvsmsg.errors import DeadlineError
 from cvsmsg.policy import SessionPlan, SubscriptionPolicy
+from cvsmsg.slixmpp_compat import cancel_send_filters
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -112,11 +113,7 @@ async def end_session(session: XmppSession, *, clean: bool, wait: float = 2.0) -
         await session.close(wait=wait)
     else:
         session.abort()
-    task = getattr(session.client, "_run_out_filters", None)
-    if isinstance(task, asyncio.Future) and not task.done():
-        task.cancel()
-        if clean:
-            await asyncio.wait({task}, timeout=1.0)
+    await cancel_send_filters(session.client, wait=1.0 if clean else 0.0)
 
 
 class OneShot:

@@ -7,8 +7,6 @@ send several messages, so a spool drainer or a daemon can reuse it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import logging
 import os
 import secrets
@@ -17,24 +15,19 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-# isort: off
-from cvsmsg import slixmpp_import  # noqa: F401  (must run before slixmpp is imported)
-import slixmpp
-from slixmpp.exceptions import IqError, IqTimeout
-from slixmpp.xmlstream import ET
-from slixmpp.xmlstream.handler import Callback
-from slixmpp.xmlstream.matcher import MatchXPath
-
-# isort: on
-
+from cvsmsg import slixmpp_compat as compat
 from cvsmsg.config import Config
 from cvsmsg.errors import AuthError, ConfigError, ConnectError, CvsmsgError, RecipientError
 from cvsmsg.policy import PresenceView, SessionPlan
 
+compat.apply()  # before slixmpp is imported: the cheap import, fast SCRAM
+
+import slixmpp  # noqa: E402
+from slixmpp.exceptions import IqError, IqTimeout  # noqa: E402
+
 log = logging.getLogger(__name__)
 
 _SHOWS = ("away", "chat", "dnd", "xa")
-_PING_NS = "urn:xmpp:ping"
 
 
 @dataclass(frozen=True)
@@ -95,25 +88,6 @@ def make_ssl_context(cfg: Config) -> ssl.SSLContext:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     return ctx
-
-
-def _use_fast_scram() -> None:
-    """SCRAM's Hi() is PBKDF2; slixmpp computes it in pure Python (~100 ms at 10,000
-    iterations). hashlib does the same in well under a millisecond. (Belongs in slixmpp.)"""
-    from slixmpp.util import bytes as to_bytes
-    from slixmpp.util.sasl.mechanisms import SCRAM
-
-    if getattr(SCRAM.Hi, "_cvsmsg_fast", False):
-        return
-
-    def fast_hi(self: Any, text: Any, salt: bytes, iterations: int) -> bytes:
-        return hashlib.pbkdf2_hmac(self.hash().name, to_bytes(text), salt, iterations)
-
-    fast_hi._cvsmsg_fast = True  # type: ignore[attr-defined]
-    SCRAM.Hi = fast_hi  # type: ignore[method-assign]
-
-
-_use_fast_scram()
 
 
 def _ssl_reason(exc: BaseException) -> str:
@@ -184,18 +158,14 @@ class XmppSession:
         # ourselves once the queue is written; no resumption, runs are short.
         client.register_plugin("xep_0198", {"window": 0, "allow_resume": False})
 
-        # slixmpp's `disconnected` event drops the reason asyncio gives connection_lost; a
-        # failed certificate check during STARTTLS arrives only there.
-        original_connection_lost = client.connection_lost
-
+        # A failed certificate check during STARTTLS arrives only in connection_lost.
         def connection_lost(exc: BaseException | None) -> None:
             if isinstance(exc, ssl.SSLError):
                 self._on_ssl_invalid(exc)
             elif isinstance(exc, OSError):
                 self._last_connect_error = _os_reason(exc)
-            original_connection_lost(exc)
 
-        client.connection_lost = connection_lost  # type: ignore[method-assign,assignment]
+        compat.watch_connection_lost(client, connection_lost)
 
         on = client.add_event_handler
         on("connected", lambda _e: self._set_phase("negotiating TLS and authenticating"))
@@ -357,13 +327,7 @@ class XmppSession:
 
     async def _ping_server(self) -> None:
         """A round trip: RFC 6120 §10.1 in-order processing means all we sent before is done."""
-        iq = self.client.Iq()
-        iq["type"] = "get"
-        iq["to"] = self.client.boundjid.domain
-        iq.append(ET.Element(f"{{{_PING_NS}}}ping"))
-        # An error reply is a reply too: the round trip is all we want.
-        with contextlib.suppress(IqError):
-            await iq.send(timeout=self.plan.step_timeout)
+        await compat.ping(self.client, self.client.boundjid.domain, self.plan.step_timeout)
 
     # -- public API ----------------------------------------------------------------------
 
@@ -514,31 +478,14 @@ class XmppSession:
         """Return once the server has processed everything we sent (XEP-0198 ack or round trip)."""
         self._set_phase("waiting for the server to confirm")
         client = self.client
-        await self._race(client.waiting_queue.join())
-        sm = client.plugin.get("xep_0198", None)
-        if sm is not None and sm.enabled_out and sm.enabled_in:
-            # Every <a/> wakes us, even one that acknowledges nothing new (no stanza_acked
-            # event then): Prosody may answer <r/> while a stanza is still being handled.
-            answered = asyncio.Event()
-            handler = Callback(
-                "cvsmsg ack", MatchXPath(sm.stanza.Ack.tag_name()), lambda _a: answered.set()
-            )
-            client.register_handler(handler)
-            try:
-                while sm.unacked_queue:
-                    answered.clear()
-                    sm.request_ack()
-                    await self._race(answered.wait())
-                    await asyncio.sleep(0)  # let the plugin's own ack handler run first
-            finally:
-                client.remove_handler(handler.name)
-        else:
+        await self._race(compat.send_queue_written(client))
+        if not await compat.wait_acked(client, self._race):
             await self._race(self._ping_server())
 
     @property
     def max_stanza_bytes(self) -> int:
         """Our configured limit, lowered to the server's XEP-0478 advertisement if smaller."""
-        advertised = getattr(getattr(self.client, "limits", None), "max_bytes", None)
+        advertised = compat.server_max_bytes(self.client)
         if advertised:
             return min(self.cfg.max_stanza_bytes, int(advertised))
         return self.cfg.max_stanza_bytes

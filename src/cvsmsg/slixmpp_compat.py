@@ -1,0 +1,269 @@
+"""Every slixmpp work-around and every use of its internals, in one place.
+
+cvsmsg relies on a few things slixmpp 1.17 does not offer as public API (or offers slowly).
+Each one is here, named for what the session needs, and each assumption it makes about
+slixmpp is checked by tests/test_slixmpp_compat.py, so an upgrade fails a test rather than
+a user. `CHECKED_VERSIONS` is the range those tests were run against.
+
+This module imports slixmpp only inside its functions: `apply()` must run before anything
+else imports slixmpp (the import stand-in only helps the first import).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import importlib.util
+import logging
+import os
+import re
+import sys
+import types
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from slixmpp import ClientXMPP
+    from slixmpp.stanza import Iq
+
+log = logging.getLogger(__name__)
+
+# slixmpp versions (>= low, < high) whose internals the patches below were checked against;
+# pyproject pins the same range. Widen it only after tests/test_slixmpp_compat.py passes.
+CHECKED_VERSIONS = ((1, 17), (1, 18))
+
+
+# -- import: skip slixmpp's import-time `importlib.metadata` lookup ------------------------
+
+
+def _version_from_dist_info() -> str | None:
+    spec = importlib.util.find_spec("slixmpp")
+    if spec is None or not spec.origin:
+        return None
+    site = os.path.dirname(os.path.dirname(spec.origin))
+    for name in os.listdir(site):
+        if name.startswith("slixmpp-") and name.endswith(".dist-info"):
+            return name[len("slixmpp-"):-len(".dist-info")]
+    return None
+
+
+def import_slixmpp() -> types.ModuleType:
+    """`import slixmpp` without paying for `importlib.metadata` (~16-22 ms per run).
+
+    slixmpp 1.17 reads its own version through `importlib.metadata.version("slixmpp")` at
+    import time, which pulls in the email parser and scans site-packages. While slixmpp
+    imports, a stand-in answers from the `*.dist-info` directory name; it is removed right
+    after, so a later `import importlib.metadata` gets the real module. If anything is
+    unusual, slixmpp is imported the normal way. (Belongs in slixmpp: a version constant
+    written at build time.)
+    """
+    if "slixmpp" in sys.modules or "importlib.metadata" in sys.modules:
+        import slixmpp
+
+        return slixmpp
+    found = _version_from_dist_info()
+    if found is None:
+        import slixmpp
+
+        return slixmpp
+
+    stand_in = types.ModuleType("importlib.metadata")
+
+    class PackageNotFoundError(ModuleNotFoundError):
+        pass
+
+    def version(name: str) -> str:
+        if name == "slixmpp":
+            return found
+        raise PackageNotFoundError(name)
+
+    stand_in.PackageNotFoundError = PackageNotFoundError  # type: ignore[attr-defined]
+    stand_in.version = version  # type: ignore[attr-defined]
+    sys.modules["importlib.metadata"] = stand_in
+    try:
+        import slixmpp
+    finally:
+        if sys.modules.get("importlib.metadata") is stand_in:
+            del sys.modules["importlib.metadata"]
+        # `importlib.metadata` as an attribute of `importlib` must not be the stand-in
+        # either (the import system set it when we registered the module).
+        import importlib
+
+        if getattr(importlib, "metadata", None) is stand_in:
+            del importlib.metadata
+    return slixmpp
+
+
+# -- patches, installed by apply() ---------------------------------------------------------
+
+
+def _use_fast_scram() -> None:
+    """SCRAM's Hi() is PBKDF2; slixmpp computes it in pure Python (~100 ms at 10,000
+    iterations). hashlib does the same in well under a millisecond. (Belongs in slixmpp.)"""
+    from slixmpp.util import bytes as to_bytes
+    from slixmpp.util.sasl.mechanisms import SCRAM
+
+    if getattr(SCRAM.Hi, "_cvsmsg_fast", False):
+        return
+    original = SCRAM.Hi
+
+    def fast_hi(self: Any, text: Any, salt: bytes, iterations: int) -> bytes:
+        return hashlib.pbkdf2_hmac(self.hash().name, to_bytes(text), salt, iterations)
+
+    fast_hi._cvsmsg_fast = True  # type: ignore[attr-defined]
+    fast_hi.__wrapped__ = original  # type: ignore[attr-defined]  # slixmpp's own, for tests
+    SCRAM.Hi = fast_hi  # type: ignore[method-assign]
+
+
+def apply() -> types.ModuleType:
+    """Import slixmpp the cheap way and install the patches; idempotent. Returns slixmpp.
+
+    Call once before anything else imports slixmpp (cvsmsg.xmpp does, at import)."""
+    slixmpp = import_slixmpp()
+    _use_fast_scram()
+    return slixmpp
+
+
+def installed_version() -> tuple[int, ...]:
+    """The installed slixmpp's version as numbers, e.g. (1, 17, 0)."""
+    import slixmpp
+
+    found = re.match(r"\d+(?:\.\d+)*", str(slixmpp.__version__))
+    return tuple(int(n) for n in found[0].split(".")) if found else ()
+
+
+# -- helpers the session calls instead of touching slixmpp internals ----------------------
+
+
+def watch_connection_lost(
+    client: ClientXMPP, callback: Callable[[BaseException | None], None]
+) -> None:
+    """Call `callback(exc)` with the reason asyncio gives when the connection is lost.
+
+    slixmpp's `disconnected` event reports a stored disconnect reason in preference to it,
+    and a certificate rejected during STARTTLS arrives only there. The callback runs first,
+    then slixmpp's own handler.
+    """
+    original = client.connection_lost
+
+    def connection_lost(exc: BaseException | None) -> None:
+        try:
+            callback(exc)
+        finally:
+            original(exc)
+
+    client.connection_lost = connection_lost  # type: ignore[method-assign,assignment]
+
+
+def server_max_bytes(client: ClientXMPP) -> int | None:
+    """The stanza size limit the server advertised (XEP-0478), or None if it did not."""
+    advertised = getattr(getattr(client, "limits", None), "max_bytes", None)
+    return int(advertised) if advertised else None
+
+
+async def send_queue_written(client: ClientXMPP) -> None:
+    """Return once slixmpp has written every queued stanza to the socket (not: the server
+    has them). XEP-0198's filter counts a stanza as it leaves this queue."""
+    await client.waiting_queue.join()
+
+
+async def cancel_send_filters(client: ClientXMPP, wait: float = 1.0) -> None:
+    """Stop the send-filter task slixmpp starts in `connect()` and never ends, so a process
+    that reconnects does not leave one pending task per connection ("Task was destroyed
+    but it is pending"). Call after the stream is closed or aborted."""
+    task = getattr(client, "_run_out_filters", None)
+    if isinstance(task, asyncio.Future) and not task.done():
+        task.cancel()
+        if wait > 0:  # 0: never awaits (safe in a task being cancelled)
+            await asyncio.wait({task}, timeout=wait)
+
+
+async def ping(client: ClientXMPP, jid: str, timeout: float) -> Iq:
+    """One XEP-0199 round trip to `jid`; returns the reply, result or error alike.
+
+    An error reply is a reply too: the round trip (RFC 6120 §10.1 in-order processing) is
+    what callers want. A timeout raises `slixmpp.exceptions.IqTimeout`. Registers slixmpp's
+    `xep_0199` plugin on first use (it also answers the server's pings).
+    """
+    from slixmpp import JID
+    from slixmpp.exceptions import IqError
+
+    plugin = client.plugin.get("xep_0199", None)
+    if plugin is None:
+        client.register_plugin("xep_0199")
+        plugin = client.plugin["xep_0199"]
+    try:
+        return await plugin.send_ping(JID(jid), timeout=timeout)
+    except IqError as exc:
+        return exc.iq
+
+
+class StreamAcks:
+    """XEP-0198 on one stream, through slixmpp's `xep_0198` plugin internals."""
+
+    def __init__(self, client: ClientXMPP, plugin: Any) -> None:
+        self.client = client
+        self._sm = plugin
+
+    def unacked_count(self) -> int:
+        """Stanzas sent on this stream that the server has not acknowledged yet."""
+        return len(self._sm.unacked_queue)
+
+    def request_ack(self) -> None:
+        """Send `<r/>`: the server answers `<a h=…/>` with the count it has handled."""
+        self._sm.request_ack()
+
+    @contextlib.contextmanager
+    def on_every_ack(self, callback: Callable[[], None]) -> Iterator[None]:
+        """Call `callback()` on every `<a/>`, even one that acknowledges nothing new (the
+        plugin fires no `stanza_acked` then). Runs after the plugin's own ack handler."""
+        from slixmpp.xmlstream.handler import Callback
+        from slixmpp.xmlstream.matcher import MatchXPath
+
+        handler = Callback(
+            f"cvsmsg ack {id(self)}",
+            MatchXPath(self._sm.stanza.Ack.tag_name()),
+            lambda _ack: callback(),
+        )
+        self.client.register_handler(handler)
+        try:
+            yield
+        finally:
+            self.client.remove_handler(handler.name)
+
+
+def stream_acks(client: ClientXMPP) -> StreamAcks | None:
+    """XEP-0198 acks for this stream, or None unless enabled both ways (server and us).
+
+    slixmpp fires `session_start` at bind, before the server's `<enabled/>`: right after
+    it this is still None (the `sm_enabled` event, or any round trip, settles it)."""
+    sm = client.plugin.get("xep_0198", None)
+    if sm is None or not (sm.enabled_out and sm.enabled_in):
+        return None
+    return StreamAcks(client, sm)
+
+
+async def wait_acked(
+    client: ClientXMPP, guard: Callable[[Awaitable[Any]], Awaitable[Any]] | None = None
+) -> bool:
+    """Wait until the server has acknowledged every stanza sent on this stream (XEP-0198).
+
+    Returns False at once if the stream has no XEP-0198 (the caller falls back to a ping).
+    Call after `send_queue_written`: the plugin counts a stanza only as it is written, so
+    an ack requested earlier can come back short. `guard` wraps each wait (a session uses
+    it to give up as soon as the stream fails).
+    """
+    acks = stream_acks(client)
+    if acks is None:
+        return False
+    guard = guard or (lambda aw: aw)
+    answered = asyncio.Event()
+    with acks.on_every_ack(answered.set):
+        # Prosody may answer <r/> while a stanza is still being handled: ask again.
+        while acks.unacked_count():
+            answered.clear()
+            acks.request_ack()
+            await guard(answered.wait())
+            await asyncio.sleep(0)  # let the plugin's own ack handler run first
+    return True
