@@ -48,8 +48,12 @@ def batches(entries: Iterable[Entry], window: float, max_wait: float) -> list[Ba
     for entry in sorted(entries, key=lambda e: e.id):
         key = (entry.recipient, entry.subject, entry.type)
         group = runs.setdefault(key, [])
+        if entry.refused or entry.sent:
+            # the server refused it, or has part of it: it goes alone (and starts no burst)
+            group += [[entry], []]
+            continue
         if (
-            group and window > 0
+            group and group[-1] and window > 0
             and entry.created - group[-1][-1].created <= window
             and entry.created - group[-1][0].created <= max_wait
         ):
@@ -60,6 +64,7 @@ def batches(entries: Iterable[Entry], window: float, max_wait: float) -> list[Ba
         Batch(key[0], key[1], key[2], tuple(run), _ready_at(run, window, max_wait))
         for key, group in runs.items()
         for run in group
+        if run
     ]
     return sorted(result, key=lambda b: b.entries[0].id)
 
@@ -129,6 +134,9 @@ def render(batch: Batch, budget: int, fmt: Callable[[float], str] = local_time) 
 
 
 def _single(entry: Entry, fmt: Callable[[float], str]) -> Digest:
+    """One message; when the server already has its beginning, the rest of it."""
     note = late_note(entry, fmt)
-    body = f"{entry.body}\n\n[{note}]" if note else entry.body
-    return Digest(entry.subject, body, (entry.id,))
+    text = entry.body[entry.sent:]
+    body = f"{text}\n\n[{note}]" if note else text
+    subject = f"{entry.subject} (continued)" if entry.sent else entry.subject
+    return Digest(subject, body, (entry.id,))

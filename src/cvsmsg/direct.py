@@ -11,7 +11,14 @@ from dataclasses import replace
 
 from cvsmsg.config import Config
 from cvsmsg.drain import Drainer, DrainStats
-from cvsmsg.errors import AuthError, ConnectError, CvsmsgError, DeadlineError, SpoolError
+from cvsmsg.errors import (
+    AuthError,
+    ConnectError,
+    CvsmsgError,
+    DeadlineError,
+    MessageRefused,
+    SpoolError,
+)
 from cvsmsg.message import split_message
 from cvsmsg.policy import decide
 from cvsmsg.report import Outcome
@@ -33,24 +40,29 @@ async def deliver(
     A login or connection failure queues the message for everyone the server has not
     confirmed, and is raised again saying so."""
     confirmed: dict[str, Outcome] = {}
+    progress: dict[str, int] = {}  # characters of `text` each recipient's server has
     late: list[Outcome] = []
     try:
         async with OneShot(cfg, spool, recipients) as run:
             session = await run.open()
-            confirmed = await _send_gated(cfg, session, recipients, subject, text)
+            confirmed = await _send_gated(cfg, session, recipients, subject, text, progress)
             late = await _deliver_queued(cfg, spool, session, run.remaining() - CLOSE_MARGIN)
-    except (AuthError, ConnectError, DeadlineError) as exc:
-        raise _queue_after_error(cfg, spool, recipients, subject, text, user, exc, confirmed) \
-            from None
+    except (AuthError, ConnectError, DeadlineError, MessageRefused) as exc:
+        raise _queue_after_error(
+            cfg, spool, recipients, subject, text, user, exc, confirmed, progress
+        ) from None
     await run.close()
     outcomes = [confirmed[jid] for jid in recipients]
     return [_queue_withheld(cfg, spool, o, subject, text, user) for o in outcomes] + late
 
 
 async def _send_gated(
-    cfg: Config, session: XmppSession, recipients: list[str], subject: str, text: str
+    cfg: Config, session: XmppSession, recipients: list[str], subject: str, text: str,
+    progress: dict[str, int],
 ) -> dict[str, Outcome]:
-    """Each recipient's outcome once the server has confirmed what we sent."""
+    """Each recipient's outcome once the server has confirmed what we sent. Parts go one
+    at a time, each confirmed, and `progress` says how much of `text` each recipient's
+    server has: if the run fails half-way, the queued rest never repeats a part."""
     views = await session.presence_of(recipients)
     decisions = {jid: decide(views[jid], cfg.withhold_show) for jid in recipients}
     outcomes: dict[str, Outcome] = {}
@@ -62,11 +74,15 @@ async def _send_gated(
             outcomes[jid] = Outcome(jid, False, reason)
     to_send = [jid for jid in recipients if decisions[jid].deliver]
     parts = split_message(subject, text, session.max_stanza_bytes, cfg.max_parts)
-    session.phase = "sending"
     for jid in to_send:
-        for part in parts:
+        progress[jid] = 0
+    for part in parts:
+        session.phase = "sending"
+        for jid in to_send:
             session.send(jid, part.subject, part.body, cfg.message_type)
-    await session.confirm()
+        await session.confirm()
+        for jid in to_send:
+            progress[jid] = min(progress[jid] + len(part.body), len(text))
     bounced = {b.recipient: b for b in session.bounces}
     for jid in to_send:
         bounce = bounced.get(jid)
@@ -96,10 +112,12 @@ def _queue_withheld(
 
 def _queue_after_error(
     cfg: Config, spool: Spool, recipients: list[str], subject: str, text: str, user: str,
-    exc: CvsmsgError, confirmed: dict[str, Outcome],
+    exc: CvsmsgError, confirmed: dict[str, Outcome], progress: dict[str, int],
 ) -> CvsmsgError:
-    """Queue the message for every recipient the server has not confirmed; the same
-    error (same exit code) saying so."""
+    """Queue the message for every recipient the server has not confirmed (only the part
+    it does not have yet; a refused message is retried smaller); the same error (same exit
+    code) saying so."""
+    refused = 1 if isinstance(exc, MessageRefused) else 0
     queued = 0
     try:
         for jid in recipients:
@@ -110,7 +128,7 @@ def _queue_after_error(
                 continue  # withheld, and withheld messages are dropped
             reason = outcome.reason if outcome is not None else str(exc)
             spool.add(jid, subject, text, mtype=cfg.message_type, cvs_user=user,
-                      attempts=1, reason=reason)
+                      attempts=1, reason=reason, refused=refused, sent=progress.get(jid, 0))
             queued += 1
     except SpoolError as spool_exc:
         return type(exc)(f"{exc}; could not queue the message: {spool_exc}")

@@ -19,12 +19,26 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from cvsmsg.config import Config
-from cvsmsg.digest import Batch, batches, render
-from cvsmsg.errors import AuthError, ConnectError, CvsmsgError, DeadlineError, SpoolError
-from cvsmsg.message import STANZA_OVERHEAD, split_message, wire_size
+from cvsmsg.digest import Batch, Digest, batches, render
+from cvsmsg.errors import (
+    AuthError,
+    ConnectError,
+    CvsmsgError,
+    DeadlineError,
+    MessageRefused,
+    SpoolError,
+)
+from cvsmsg.message import STANZA_OVERHEAD, Part, split_message, wire_size
 from cvsmsg.policy import decide
-from cvsmsg.sessions import DELIVERER, OneShot, end_session, open_session, plan_session
-from cvsmsg.spool import DELIVER_LOCK, Entry, Spool, claimed
+from cvsmsg.sessions import (
+    DELIVERER,
+    Backoff,
+    OneShot,
+    end_session,
+    open_session,
+    plan_session,
+)
+from cvsmsg.spool import DELIVER_LOCK, Claim, Entry, Spool, claimed
 
 if TYPE_CHECKING:
     from cvsmsg.xmpp import XmppSession
@@ -37,9 +51,13 @@ COALESCE_MAX_WAIT = 60.0
 LINGER_SECONDS = 2.0
 # How often a waiting drainer looks at the spool even without a wake-up.
 POLL_SECONDS = 0.5
+# A message the server refused this many times, alone, is set aside (ID.bad).
+MAX_REFUSALS = 4
+MIN_STANZA_BYTES = 4096  # as the config's floor for max_stanza_bytes
 # The background deliverer retries connecting this long before it leaves the messages
 # for the next run (each run is cheap to start again; a stuck one is not).
 RETRY_SECONDS = 30.0
+BACKOFF_CAP = 8.0  # the deliverer's longest wait between two logins
 
 
 @dataclass
@@ -81,6 +99,8 @@ class Drainer:
         self.seen: set[str] = set()
         self._counted: set[str] = set()  # attempts counted in this session
         self._looked: set[str] = set()  # recipients whose presence we waited for
+        self.learned_limit: int | None = None  # below the stanza the server last refused
+        self.delivered_total = 0  # progress, for the reconnect back-off
         self.stopping: Callable[[], bool] = lambda: False  # checked between batches
 
     def new_session(self, session: XmppSession) -> None:
@@ -166,24 +186,45 @@ class Drainer:
                 self._withhold(batch, decision.reason, stats)
         return stats
 
+    def stanza_limit(self, refused: int = 0) -> int:
+        """Bytes a stanza may have: the session's limit, halved for each time the server
+        refused the message, and never above what a refusal in this process taught us."""
+        assert self.session is not None
+        limit = self.session.max_stanza_bytes >> min(refused, 8)
+        if self.learned_limit is not None:
+            limit = min(limit, self.learned_limit)
+        return max(limit, MIN_STANZA_BYTES)
+
     async def _send(self, batch: Batch, stats: DrainStats) -> None:
         assert self.session is not None
-        session = self.session
         with claimed(self.spool, list(batch.ids)) as claims:
             if not claims:
                 return  # another run has them
             mine = {c.entry.id: c for c in claims}
             fresh = Batch(batch.recipient, batch.subject, batch.type,
                           tuple(c.entry for c in claims), batch.ready_at)
-            limit = session.max_stanza_bytes
+            limit = self.stanza_limit(max(c.entry.refused for c in claims))
             budget = limit - STANZA_OVERHEAD - wire_size(batch.subject) - 64
             for digest in render(fresh, budget):
-                parts = split_message(digest.subject, digest.body, limit, self.cfg.max_parts)
-                bounced_before = len(session.bounces)
-                session.phase = f"sending queued messages to {batch.recipient}"
-                for part in parts:
-                    session.send(batch.recipient, part.subject, part.body, batch.type)
-                step = session.plan.step_timeout
+                owned = [mine[i] for i in digest.ids]
+                await self._send_digest(batch, digest, owned, limit)
+                self._record_delivery(batch.recipient, digest, owned, stats)
+
+    async def _send_digest(
+        self, batch: Batch, digest: Digest, owned: list[Claim], limit: int
+    ) -> None:
+        """Send one digest part by part, each confirmed; a failure records how much the
+        server has (a retry sends only the rest) and, if the server refused it, that too."""
+        assert self.session is not None
+        session = self.session
+        parts = split_message(digest.subject, digest.body, limit, self.cfg.max_parts)
+        session.phase = f"sending queued messages to {batch.recipient}"
+        done = 0  # characters of the digest's body the server has confirmed
+        confirmed = 0  # parts
+        step = session.plan.step_timeout
+        try:
+            for part in parts:
+                session.send(batch.recipient, part.subject, part.body, batch.type)
                 try:
                     async with asyncio.timeout(step):
                         await session.confirm()
@@ -191,25 +232,75 @@ class Drainer:
                     raise DeadlineError(
                         f"timed out after {step:g} s waiting for the server to confirm"
                     ) from None
-                bounce = next((b for b in session.bounces[bounced_before:]
-                               if b.recipient == batch.recipient), None)
-                if bounce is not None:
-                    log.error(
-                        "message to %s rejected by the server (%s%s): %d queued "
-                        "notification(s) dropped", batch.recipient, bounce.condition,
-                        f": {bounce.text}" if bounce.text else "", len(digest.ids),
-                    )
-                    stats.dropped += len(digest.ids)
-                else:
-                    stats.delivered[batch.recipient] = (
-                        stats.delivered.get(batch.recipient, 0) + len(digest.ids)
-                    )
-                    log.info("delivered %d notification(s) to %s", len(digest.ids),
-                             batch.recipient)
-                for entry_id in digest.ids:
-                    mine[entry_id].remove()
-                    self.pending.pop(entry_id, None)
-                self.spool.sync()
+                done += len(part.body)
+                confirmed += 1
+        except MessageRefused as exc:
+            self._refused(owned, str(exc), parts[confirmed:], done)
+            raise
+        except CvsmsgError:
+            if done and len(owned) == 1:  # a long message: never resend what went
+                self._progress(owned[0], done)
+            raise
+
+    def _record_delivery(
+        self, recipient: str, digest: Digest, owned: list[Claim], stats: DrainStats
+    ) -> None:
+        assert self.session is not None
+        bounce = next((b for b in self.session.bounces if b.recipient == recipient), None)
+        if bounce is not None:
+            self.session.bounces.remove(bounce)
+            log.error(
+                "message to %s rejected by the server (%s%s): %d queued notification(s) "
+                "dropped", recipient, bounce.condition,
+                f": {bounce.text}" if bounce.text else "", len(owned),
+            )
+            stats.dropped += len(owned)
+        else:
+            stats.delivered[recipient] = stats.delivered.get(recipient, 0) + len(owned)
+            self.delivered_total += len(owned)
+            log.info("delivered %d notification(s) to %s", len(owned), recipient)
+        for claim in owned:
+            claim.remove()
+            self.pending.pop(claim.entry.id, None)
+        self.spool.sync()
+
+    def _progress(self, claim: Claim, done: int) -> None:
+        """The server has `done` more characters of this message: remember it."""
+        entry = claim.entry
+        self._replace(entry.id, claim.update(sent=min(entry.sent + done, len(entry.body))))
+
+    def _refused(self, owned: list[Claim], reason: str, unsent: list[Part], done: int) -> None:
+        """The server closed the stream over this digest: learn a smaller limit, count the
+        refusal on each message, and set aside one that keeps being refused alone."""
+        if unsent:
+            size = wire_size(unsent[0].body) + wire_size(unsent[0].subject) + STANZA_OVERHEAD
+            learned = max(size // 2, MIN_STANZA_BYTES)
+            if self.learned_limit is None or learned < self.learned_limit:
+                self.learned_limit = learned
+                log.warning("the server refused a %d-byte message: sending at most %d bytes "
+                            "per stanza from now on", size, learned)
+        now = self.clock()
+        for claim in owned:
+            entry = claim.entry
+            refused = entry.refused + 1
+            if refused >= MAX_REFUSALS and len(owned) == 1:
+                log.error("message %s for %s refused by the server %d times: set aside (%s)",
+                          entry.id, entry.recipient, refused, reason)
+                self.spool.set_aside(entry.id, f"refused {refused} times: {reason}")
+                self.pending.pop(entry.id, None)
+                continue
+            sent = entry.sent + done if len(owned) == 1 else entry.sent
+            self._replace(entry.id, claim.update(
+                refused=refused, attempts=entry.attempts + 1, reason=reason, last_attempt=now,
+                sent=min(sent, len(entry.body)),
+            ))
+
+    def _replace(self, old_id: str, entry: Entry) -> None:
+        """A rewritten message (in a sticky spool it may have a new id)."""
+        self.pending.pop(old_id, None)
+        self.pending[entry.id] = entry
+        self.seen.add(entry.id)
+        self._counted.add(entry.id)
 
     def _withhold(self, batch: Batch, reason: str, stats: DrainStats) -> None:
         stats.withheld[batch.recipient] = reason
@@ -230,9 +321,9 @@ class Drainer:
                     log.info("withheld from %s: %s; dropped (withheld = \"drop\")",
                              batch.recipient, reason)
                 else:
-                    self.pending[claim.entry.id] = claim.update(
+                    self._replace(claim.entry.id, claim.update(
                         attempts=claim.entry.attempts + 1, reason=reason, last_attempt=now
-                    )
+                    ))
         if drop:
             self.spool.sync()
 
@@ -244,9 +335,9 @@ class Drainer:
         with claimed(self.spool, ids) as claims:
             for claim in claims:
                 self._counted.add(claim.entry.id)
-                self.pending[claim.entry.id] = claim.update(
+                self._replace(claim.entry.id, claim.update(
                     attempts=claim.entry.attempts + 1, reason=reason, last_attempt=now
-                )
+                ))
         return len(self.pending)
 
 
@@ -296,43 +387,48 @@ class Waker:
 
 async def deliver_background(cfg: Config, spool: Spool, drainer: Drainer) -> None:
     """Drain the spool in one session, coalescing bursts, lingering for more hand-offs;
-    return when there is nothing left to do. Connection errors are retried with back-off
-    for RETRY_SECONDS; then the messages stay queued with the error as their reason."""
+    return when there is nothing left to do. Failures (cannot connect, connection lost, a
+    message the server refused) are retried with a capped back-off until RETRY_SECONDS pass
+    without progress; then the messages stay queued with the error as their reason."""
     waker = Waker(spool)
     loop = asyncio.get_running_loop()
+    backoff = Backoff(0.5, BACKOFF_CAP)
+    give_up_at = loop.time() + RETRY_SECONDS
     try:
-        backoff = 0.5
-        give_up_at = loop.time() + RETRY_SECONDS
         while True:
             drainer.refresh()
             if not drainer.pending:
                 return
+            delivered_before = drainer.delivered_total
             try:
                 plan = plan_session(cfg, spool, drainer.recipients(), DELIVERER)
                 session = await open_session(cfg, plan, drainer.recipients(),
                                              timeout=cfg.step_timeout)
-            except (ConnectError, DeadlineError) as exc:
-                if loop.time() + backoff > give_up_at:
-                    queued = drainer.mark_failed(str(exc))
-                    log.error("error: %s; %d message(s) stay queued", exc, queued)
-                    return
-                log.warning("%s; retrying in %g s", exc, backoff)
-                await waker.wait(None, backoff)
-                backoff = min(backoff * 2, 8.0)
-                continue
             except AuthError as exc:  # retrying will not fix a password
                 queued = drainer.mark_failed(str(exc))
                 log.error("error: %s; %d message(s) stay queued", exc, queued)
                 return
-            drainer.new_session(session)
-            try:
-                await _drain_until_idle(drainer, waker, session, loop)
-                await end_session(session, clean=True)
-                return
             except (ConnectError, DeadlineError) as exc:
-                await end_session(session, clean=False)
-                log.warning("%s; reconnecting", exc)
+                failure: CvsmsgError = exc
+            else:
+                drainer.new_session(session)
+                try:
+                    await _drain_until_idle(drainer, waker, session, loop)
+                    await end_session(session, clean=True)
+                    return
+                except (ConnectError, DeadlineError, MessageRefused) as exc:
+                    await end_session(session, clean=False)
+                    failure = exc
+            if drainer.delivered_total > delivered_before:
+                backoff.reset()
                 give_up_at = loop.time() + RETRY_SECONDS
+            delay = backoff.next()
+            if loop.time() + delay > give_up_at:
+                queued = drainer.mark_failed(str(failure))
+                log.error("error: %s; %d message(s) stay queued", failure, queued)
+                return
+            log.warning("%s; retrying in %g s", failure, delay)
+            await waker.wait(None, delay)
     finally:
         waker.close()
 
@@ -378,19 +474,29 @@ def run_deliverer(cfg: Config, spool: Spool, lock_fd: int) -> None:
 
 
 async def flush(cfg: Config, spool: Spool) -> DrainStats:
-    """Try every queued message now, in one session, ignoring the coalescing window;
-    `timeout` bounds the whole run. What is not delivered stays queued."""
+    """Try every queued message now, ignoring the coalescing window; `timeout` bounds the
+    whole run. A message the server refuses costs its session: the rest go in a new one
+    (it is retried smaller, and set aside after MAX_REFUSALS). What is not delivered stays
+    queued."""
     drainer = Drainer(cfg, spool)
     drainer.refresh()
     stats = DrainStats()
-    if not drainer.pending:
-        return stats
-    try:
-        async with OneShot(cfg, spool, drainer.recipients()) as run:
-            drainer.new_session(await run.open())
-            await drainer.step(force=True, stats=stats)
-    except CvsmsgError as exc:
-        queued = drainer.mark_failed(str(exc))
-        raise type(exc)(f"{exc}; {queued} message(s) stay queued") from None
-    await run.close()
+    deadline: float | None = None
+    for _ in range(MAX_REFUSALS + 1):
+        if not drainer.pending:
+            break
+        try:
+            async with OneShot(cfg, spool, drainer.recipients(), deadline=deadline) as run:
+                deadline = run.deadline
+                drainer.new_session(await run.open())
+                await drainer.step(force=True, stats=stats)
+        except MessageRefused as exc:
+            log.warning("%s; trying the rest in a new session", exc)
+            drainer.refresh()
+            continue
+        except CvsmsgError as exc:
+            queued = drainer.mark_failed(str(exc))
+            raise type(exc)(f"{exc}; {queued} message(s) stay queued") from None
+        await run.close()
+        break
     return stats

@@ -39,3 +39,9 @@ class SpoolError(CvsmsgError):
     """The spool directory cannot be created, written or read: an installation problem."""
 
     status = ExitStatus.CONFIG
+
+
+class MessageRefused(RecipientError):
+    """The server closed the stream over something we sent (too large, not well-formed):
+    the message's fault, not the connection's. Drainers retry it alone, smaller, then set
+    it aside; it never stops the others."""

@@ -52,39 +52,44 @@ def clean_line(value: str) -> str:
 
 
 def wire_size(text: str) -> int:
-    """Bytes `text` takes inside a stanza, after XML escaping."""
+    """Bytes `text` takes inside a stanza, after XML escaping (C-speed: counts, no loop)."""
     return len(text.encode("utf-8")) + sum(
-        _ESCAPED_SIZE[c] - 1 for c in text if c in _ESCAPED_SIZE
+        (extra - 1) * text.count(c) for c, extra in _ESCAPED_SIZE.items()
     )
 
 
-def _chunks(text: str, budget: int) -> list[str]:
-    """Greedy split on line boundaries; a line longer than the budget is cut by characters."""
+def _fitting_end(text: str, start: int, budget: int) -> int:
+    """The largest end such that text[start:end] fits `budget` wire bytes (at least one
+    character). Every character costs at least a byte, so the answer is within `budget`
+    characters: a binary search over that window, each probe a C-speed count."""
+    high = min(len(text), start + budget)
+    if wire_size(text[start:high]) <= budget:
+        return high
+    low = start + 1  # one character always goes, whatever it costs
+    while low < high:
+        mid = (low + high + 1) // 2
+        if wire_size(text[start:mid]) <= budget:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def _chunks(text: str, budget: int, most: int) -> tuple[list[str], int]:
+    """Greedy split on line boundaries (a line longer than the budget is cut by
+    characters): at most `most` chunks, and the UTF-8 bytes left over. Linear in what is
+    kept, whatever the input's length or shape (one 40 MB line costs like 40 short ones)."""
     chunks: list[str] = []
-    current: list[str] = []
-    size = 0
-    for line in text.splitlines(keepends=True):
-        line_size = wire_size(line)
-        if size + line_size > budget and current:
-            chunks.append("".join(current))
-            current, size = [], 0
-        if line_size > budget:
-            piece: list[str] = []
-            piece_size = 0
-            for ch in line:
-                ch_size = wire_size(ch)
-                if piece_size + ch_size > budget:
-                    chunks.append("".join(piece))
-                    piece, piece_size = [], 0
-                piece.append(ch)
-                piece_size += ch_size
-            current, size = piece, piece_size
-            continue
-        current.append(line)
-        size += line_size
-    if current:
-        chunks.append("".join(current))
-    return chunks  # exact pieces: joined, they give back the text
+    pos = 0
+    while pos < len(text) and len(chunks) < most:
+        end = _fitting_end(text, pos, budget)
+        if end < len(text):
+            cut = text.rfind("\n", pos, end)
+            if cut >= pos:
+                end = cut + 1  # keep whole lines together
+        chunks.append(text[pos:end])
+        pos = end
+    return chunks, len(text[pos:].encode("utf-8"))  # exact pieces: joined, the text
 
 
 def split_message(
@@ -101,10 +106,8 @@ def split_message(
     if wire_size(body) <= budget:
         return [Part(subject, body)]
     note_room = 128
-    chunks = _chunks(body, budget - note_room)
-    if len(chunks) > max_parts:
-        dropped = sum(len(c.encode("utf-8")) for c in chunks[max_parts:])
-        chunks = chunks[:max_parts]
+    chunks, dropped = _chunks(body, budget - note_room, max_parts)
+    if dropped:
         note = f"\n[cvsmsg: {dropped} more bytes not sent; the message exceeded {max_parts} parts]"
         chunks[-1] += note
         log.warning("message too long: sent %d parts, %d bytes cut", max_parts, dropped)

@@ -12,8 +12,15 @@ from typing import TYPE_CHECKING
 
 from cvsmsg.config import Config
 from cvsmsg.drain import POLL_SECONDS, Drainer, Waker
-from cvsmsg.errors import AuthError, ConnectError, CvsmsgError, DeadlineError, SpoolError
-from cvsmsg.sessions import SERVE, end_session, open_session, plan_session
+from cvsmsg.errors import (
+    AuthError,
+    ConnectError,
+    CvsmsgError,
+    DeadlineError,
+    MessageRefused,
+    SpoolError,
+)
+from cvsmsg.sessions import SERVE, Backoff, end_session, open_session, plan_session
 from cvsmsg.spool import DELIVER_LOCK, SERVE_LOCK, Spool
 
 if TYPE_CHECKING:
@@ -23,6 +30,7 @@ log = logging.getLogger(__name__)
 
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
+STABLE_SECONDS = 60.0  # a session that lived this long resets the back-off
 KEEPALIVE_SECONDS = 60.0  # a ping this often notices a dead connection
 LOCK_WAIT_SECONDS = 2.0  # a `notify` probing serve.lock holds it for microseconds
 
@@ -84,10 +92,11 @@ async def _serve_locked(cfg: Config, spool: Spool, stop: asyncio.Event) -> None:
     stopper = asyncio.ensure_future(_relay(stop, waker))
     drainer = Drainer(cfg, spool)
     drainer.stopping = stop.is_set
-    backoff = BACKOFF_FIRST
+    backoff = Backoff(BACKOFF_FIRST, BACKOFF_MAX)
     try:
         while not stop.is_set():
             drainer.refresh()
+            delivered_before = drainer.delivered_total
             try:
                 plan = plan_session(cfg, spool, drainer.recipients(), SERVE)
                 session = await open_session(cfg, plan, drainer.recipients(),
@@ -95,32 +104,41 @@ async def _serve_locked(cfg: Config, spool: Spool, stop: asyncio.Event) -> None:
             except (ConnectError, DeadlineError, AuthError) as exc:
                 if drainer.pending:
                     drainer.mark_failed(str(exc))
-                log.warning("%s; reconnecting in %g s", exc, backoff)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
-                continue
-            backoff = BACKOFF_FIRST
-            log.info("connected as %s; watching %s", session.client.boundjid, spool.path)
-            drainer.new_session(session)
+                failure = f"{exc}"
+            else:
+                log.info("connected as %s; watching %s", session.client.boundjid, spool.path)
+                drainer.new_session(session)
 
-            def on_presence(jid: str) -> None:
-                if any(e.recipient == jid for e in drainer.pending.values()):
-                    waker.event.set()
+                def on_presence(jid: str) -> None:
+                    if any(e.recipient == jid for e in drainer.pending.values()):
+                        waker.event.set()
 
-            session.presence_listener = on_presence
-            try:
-                await _serve_session(cfg, drainer, waker, session, stop)
-                await end_session(session, clean=True)
-            except (ConnectError, DeadlineError) as exc:
-                await end_session(session, clean=False)
-                log.warning("connection lost: %s; reconnecting", exc)
-            except BaseException:
-                session.abort()
-                raise
+                session.presence_listener = on_presence
+                try:
+                    await _serve_session(cfg, drainer, waker, session, stop)
+                    await end_session(session, clean=True)
+                    continue
+                except (ConnectError, DeadlineError, MessageRefused) as exc:
+                    # a message's fault never stops serve: the drainer has counted it
+                    await end_session(session, clean=False)
+                    failure = f"connection lost: {exc}"
+                except BaseException:
+                    session.abort()
+                    raise
+                if drainer.delivered_total > delivered_before or _lived(session):
+                    backoff.reset()
+            delay = backoff.next()
+            log.warning("%s; reconnecting in %g s", failure, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
     finally:
         stopper.cancel()
         waker.close()
+
+
+def _lived(session: XmppSession) -> bool:
+    """A session that stayed up a while was not killed by what it did at once."""
+    return asyncio.get_running_loop().time() - session.opened_at >= STABLE_SECONDS
 
 
 async def _relay(stop: asyncio.Event, waker: Waker) -> None:

@@ -93,6 +93,7 @@ async def login(
         await end_session(session, clean=False)  # never awaits: safe while cancelled
         raise
     session.phase = "connected"
+    session.opened_at = asyncio.get_running_loop().time()
     if session.announced:
         session.plan.announced()
     return session
@@ -128,15 +129,16 @@ class OneShot:
 
     def __init__(
         self, cfg: Config, spool: Spool | None, recipients: Collection[str],
-        progress: Progress | None = None,
+        progress: Progress | None = None, deadline: float | None = None,
     ) -> None:
+        """`deadline` (loop time): a run that needs a second session keeps its first one's."""
         self.cfg = cfg
         self.recipients = recipients
         self.plan = plan_session(cfg, spool, recipients, ONE_SHOT)
         self.progress = progress
         self.session: XmppSession | None = None
         self._loop = asyncio.get_running_loop()
-        self.deadline = self._loop.time() + cfg.timeout
+        self.deadline = self._loop.time() + cfg.timeout if deadline is None else deadline
         self._timeout = asyncio.timeout_at(self.deadline)
 
     def remaining(self) -> float:
@@ -173,3 +175,25 @@ class OneShot:
         """Close the stream after the outcome is settled, with its own short bound."""
         if self.session is not None:
             await end_session(self.session, clean=True, wait=CLOSE_WAIT)
+
+
+class Backoff:
+    """The wait before the next login of a long-lived path: doubling from `first` up to
+    `cap`, and back to `first` only after a session made progress. A session that logs in
+    and dies at once (a message the server keeps refusing, a flapping server) must not turn
+    into a reconnect storm."""
+
+    def __init__(self, first: float, cap: float) -> None:
+        self.first = first
+        self.cap = cap
+        self._next = first
+
+    def next(self) -> float:
+        """The wait to use now; the following one is longer."""
+        delay = self._next
+        self._next = min(self._next * 2, self.cap)
+        return delay
+
+    def reset(self) -> None:
+        """A session got work done: the next failure starts from `first` again."""
+        self._next = self.first

@@ -101,7 +101,7 @@ _SAFE = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # nonblock: a planted FIFO
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 _DIGITS = re.compile("[0-9]{1,20}")
 _FIELDS = ("recipient", "user", "time", "subject", "type", "attempts", "reason",
-           "last-attempt")
+           "last-attempt", "refused", "sent")
 
 
 class BadMessage(ValueError):
@@ -174,6 +174,8 @@ class Entry:
     attempts: int = 0  # delivery attempts that did not deliver it
     reason: str = ""  # why it is still here: "dnd (resource desk)", "cannot connect …"
     last_attempt: float | None = None
+    refused: int = 0  # times the server closed the stream on it: set aside after a few
+    sent: int = 0  # characters of the body the server already has (a retry sends the rest)
 
     @property
     def queued(self) -> bool:
@@ -193,6 +195,10 @@ class Entry:
             lines.append(f"reason: {_one_line(self.reason)}")
         if self.last_attempt is not None:
             lines.append(f"last-attempt: {_to_ns(self.last_attempt)}")
+        if self.refused:
+            lines.append(f"refused: {self.refused}")
+        if self.sent:
+            lines.append(f"sent: {self.sent}")
         head = "\n".join(lines) + "\n\n"
         return head.encode("utf-8", "replace") + self.body.encode("utf-8", "replace") + b"\n"
 
@@ -241,9 +247,14 @@ def parse_message(entry_id: str, raw: bytes, defaults: Defaults, now: float) -> 
     mtype = fields.get("type", defaults.message_type)
     if mtype not in MESSAGE_TYPES:
         raise BadMessage(f"bad type {mtype[:40]!r}")
-    attempts_text = fields.get("attempts", "0")
-    if not _DIGITS.fullmatch(attempts_text) or int(attempts_text) > MAX_ATTEMPTS:
-        raise BadMessage(f"bad attempts {attempts_text[:40]!r}")
+    counts = {}
+    for name in ("attempts", "refused", "sent"):
+        value = fields.get(name, "0")
+        if not _DIGITS.fullmatch(value) or int(value) > MAX_ATTEMPTS * (
+            MAX_INPUT_BYTES if name == "sent" else 1
+        ):
+            raise BadMessage(f"bad {name} {value[:40]!r}")
+        counts[name] = int(value)
     if len(body) > MAX_INPUT_BYTES:
         log.warning("spool file %s: body larger than %d MiB: only that much is sent",
                     entry_id, MAX_INPUT_BYTES >> 20)
@@ -255,7 +266,8 @@ def parse_message(entry_id: str, raw: bytes, defaults: Defaults, now: float) -> 
     subject = clean_line(fields["subject"]) if "subject" in fields else defaults.subject
     return Entry(
         entry_id, recipient, subject, text, mtype, fields.get("user", ""), created,
-        int(attempts_text), fields.get("reason", ""), last_attempt,
+        counts["attempts"], fields.get("reason", ""), last_attempt, counts["refused"],
+        min(counts["sent"], len(text)),
     )
 
 
@@ -488,6 +500,7 @@ class Spool:
     def add(
         self, recipient: str, subject: str, body: str, *, mtype: str = "normal",
         cvs_user: str = "", attempts: int = 0, reason: str = "", created: float | None = None,
+        refused: int = 0, sent: int = 0,
     ) -> Entry:
         """Queue one message durably; it is in the spool, fsynced, when this returns.
         Header values are made one-line; the Entry returned is what `read` gives back."""
@@ -497,6 +510,7 @@ class Spool:
         entry = Entry(
             new_id(ns), _one_line(recipient), clean_line(subject), body, _one_line(mtype),
             _one_line(cvs_user), now, attempts, _one_line(reason), now if attempts else None,
+            refused, sent,
         )
         return self._write_new(entry)
 
@@ -634,6 +648,11 @@ class Spool:
     def entries(self) -> list[Entry]:
         """Every valid queued message, oldest first."""
         return [e for e in (self.read(i) for i in self.ids()) if e is not None]
+
+    def set_aside(self, entry_id: str, why: str) -> None:
+        """Never send this message again: ID.bad, listed by `cvsmsg queue`, one log line
+        (a message the server keeps refusing must not hold the others back)."""
+        self._quarantine(entry_id, why)
 
     def _quarantine(self, entry_id: str, why: str) -> None:
         """Rename ID.msg to ID.bad (rename never follows a link) with one log line."""
@@ -873,6 +892,7 @@ class Spool:
     def mark_announced(self) -> None:
         """Record that this run announced (`cvsmsg serve` always does)."""
         try:
+            self.ensure()  # a fresh spool: the stamp is its first file
             fd, _ = self._open_stamp()
         except (OSError, SpoolError) as exc:
             log.debug("cannot record the announcement (%s)", exc)

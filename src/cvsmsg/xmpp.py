@@ -17,7 +17,13 @@ from typing import Any
 
 from cvsmsg import slixmpp_compat as compat
 from cvsmsg.config import Config
-from cvsmsg.errors import AuthError, ConfigError, ConnectError, CvsmsgError, RecipientError
+from cvsmsg.errors import (
+    AuthError,
+    ConfigError,
+    ConnectError,
+    CvsmsgError,
+    MessageRefused,
+)
 from cvsmsg.policy import PresenceView, SessionPlan
 
 compat.apply()  # before slixmpp is imported: the cheap import, fast SCRAM
@@ -28,6 +34,11 @@ from slixmpp.exceptions import IqError, IqTimeout  # noqa: E402
 log = logging.getLogger(__name__)
 
 _SHOWS = ("away", "chat", "dnd", "xa")
+# Stream errors (RFC 6120 §4.9.3) that blame what we sent rather than the connection.
+REFUSAL_CONDITIONS = frozenset({
+    "policy-violation", "not-well-formed", "bad-format", "invalid-xml", "restricted-xml",
+    "unsupported-encoding",
+})
 
 
 @dataclass(frozen=True)
@@ -127,6 +138,7 @@ class XmppSession:
         self._stream_error = ""
         self._closing = False
         self.announced = False
+        self.opened_at = 0.0  # loop time the login completed (for reconnect back-off)
         self._probed: set[str] = set()  # contacts sent a directed probe in this session
         # Called with the bare JID after each presence change we track (serve uses it to
         # deliver queued messages the moment their recipient becomes available).
@@ -237,9 +249,11 @@ class XmppSession:
         detail = f" ({self._stream_error or self._last_connect_error})" if (
             self._stream_error or self._last_connect_error
         ) else ""
-        if self._stream_error.startswith("policy-violation") and self._started.done():
-            # Prosody's answer to a stanza over c2s_stanza_size_limit (or a rate limit).
-            self._fail(RecipientError(
+        condition = self._stream_error.partition(":")[0]
+        if condition in REFUSAL_CONDITIONS and self._started.done():
+            # Prosody's answer to a stanza over c2s_stanza_size_limit (or to one it cannot
+            # parse): the message's fault, not the connection's.
+            self._fail(MessageRefused(
                 f"the server rejected the message and closed the stream{detail}; "
                 "if it was too large, lower max_stanza_bytes"
             ))
