@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import signal
 import socket
@@ -309,16 +308,3 @@ def test_usage_error_is_clicks_message_exit_2(boundary, capsys):
     err = capsys.readouterr().err
     assert err.splitlines()[-1] == "Error: No such option '--bogus'."
     assert main(["--version"]) == 0
-
-
-# -- what -v adds ---------------------------------------------------------------------------
-
-def test_verbose_summarises_a_delivered_run(bot, person):
-    alice = person("")
-    plain = bot.run(alice.jid)
-    assert (plain.returncode, plain.stderr) == (0, f"cvsmsg: delivered to {alice.jid}: available\n")
-    verbose = bot.run("-v", alice.jid)
-    assert verbose.returncode == 0
-    lines = verbose.stderr.splitlines()
-    assert lines[0] == f"cvsmsg: delivered to {alice.jid}: available"
-    assert re.fullmatch(r"cvsmsg: 1 delivered in \d+\.\d\d s", lines[-1]), verbose.stderr

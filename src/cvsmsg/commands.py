@@ -206,14 +206,11 @@ def _send(cfg: Config, recipients: list[str], subject: str, text: str, opts: Opt
           io: Io) -> ExitStatus:
     """How `notify` and `loginfo` both deliver: `delivery.notify` decides hand-off or
     direct; we print one line per recipient."""
-    import time
-
-    started = time.monotonic()
     _skip_optional_imports(server_configured=bool(cfg.server))
     from cvsmsg.delivery import notify as deliver_or_hand_off
 
     report = deliver_or_hand_off(cfg, recipients, subject, text, io.environ)
-    return print_report(report, opts["quiet"], io.stderr, time.monotonic() - started)
+    return print_report(report, opts["quiet"], io.stderr)
 
 
 def _skip_optional_imports(server_configured: bool) -> None:

@@ -21,9 +21,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("cvsmsg")
 
 
-def print_report(report: Report, quiet: bool, err: TextIO, seconds: float) -> ExitStatus:
-    """One line per recipient on stderr (failures even with -q), with -v a summary of the
-    run and how long it took; the run's exit code."""
+def print_report(report: Report, quiet: bool, err: TextIO) -> ExitStatus:
+    """One line per recipient on stderr (failures even with -q); the run's exit code."""
     for outcome in report.outcomes:
         if outcome.failed:
             log.error("error: %s", outcome.reason)
@@ -33,18 +32,7 @@ def print_report(report: Report, quiet: bool, err: TextIO, seconds: float) -> Ex
                 verb = "queued for"
             err.write(f"cvsmsg: {verb} {outcome.recipient}: {outcome.reason}\n")
     err.flush()
-    log.info("%s in %.2f s", summary(report), seconds)
     return report.status
-
-
-def summary(report: Report) -> str:
-    """`1 delivered, 1 withheld`: the count of each kind of outcome, in a fixed order."""
-    kinds = {"delivered": 0, "queued": 0, "withheld": 0, "failed": 0}
-    for o in report.outcomes:
-        kind = ("failed" if o.failed else "delivered" if o.delivered
-                else "queued" if o.handed_off else "withheld")
-        kinds[kind] += 1
-    return ", ".join(f"{n} {kind}" for kind, n in kinds.items() if n) or "no recipient"
 
 
 def print_flush(stats: DrainStats, out: TextIO) -> None:
