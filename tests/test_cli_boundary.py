@@ -308,3 +308,16 @@ def test_usage_error_is_clicks_message_exit_2(boundary, capsys):
     err = capsys.readouterr().err
     assert err.splitlines()[-1] == "Error: No such option '--bogus'."
     assert main(["--version"]) == 0
+
+
+# -- verbosity levels stay as they were -----------------------------------------------------
+
+def test_verbose_levels_of_a_delivered_run(bot, person):
+    """Default and -v: the recipient line only (test_subscription_policy relies on it);
+    -vv adds the protocol phases."""
+    alice = person("")
+    line = f"cvsmsg: delivered to {alice.jid}: available\n"
+    assert [bot.run(*v, alice.jid).stderr for v in ([], ["-v"])] == [line, line]
+    chatty = bot.run("-vv", alice.jid).stderr
+    assert "cvsmsg: phase: waiting for the server to confirm" in chatty.splitlines()
+    assert chatty.endswith(line)

@@ -21,8 +21,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from typing import Any
 
-# Below this not even a loopback login completes. The config file's `timeout` key has
-# the same floor (config.py): one number for both (see the lead's note in the report).
+# Below this not even a loopback login completes. TODO(merge): config.py checks the
+# `timeout` key against its own 0.5; move this constant there (beside MESSAGE_TYPES) and
+# import it here, so the file and the command line share one floor.
 MIN_TIMEOUT = 0.5
 
 # What an option does with its occurrences.
