@@ -111,7 +111,7 @@ def public_cvsmsg(where: Path) -> Path:
     [site_dir] = (where / "lib").glob("python3*/site-packages")
     (site_dir / "cvsmsg-test.pth").write_text("".join(f"{p}\n" for p in dict.fromkeys(paths)))
     script = where / "bin" / "cvsmsg"
-    script.write_text(f"#!{where}/bin/python3\nimport sys\nfrom cvsmsg.entry import main\n"
+    script.write_text(f"#!{where}/bin/python3\nimport sys\nfrom cvsmsg.main import main\n"
                       "sys.exit(main())\n")
     script.chmod(0o755)
     subprocess.run(["chmod", "-R", "a+rX", str(where)], check=True)

@@ -1,5 +1,5 @@
 import sys
 
-from cvsmsg.entry import main
+from cvsmsg.main import main
 
 sys.exit(main())

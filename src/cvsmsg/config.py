@@ -35,7 +35,7 @@ PRESENCE_MODES = ("probe", "announce")
 # the server hand them over).
 DEFAULT_ANNOUNCE_INTERVAL = 600.0
 DEFAULT_TIMEOUT = 10.0
-MIN_TIMEOUT = 0.5
+MIN_TIMEOUT = 0.5  # below this not even a loopback login completes
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,9 @@ def dispatch(
             log.warning("%s: delivering directly", exc)
     import asyncio
 
+    from cvsmsg.slixmpp_compat import skip_optional_imports
+
+    skip_optional_imports(server_configured=bool(cfg.server))  # before slixmpp loads
     from cvsmsg.direct import deliver
 
     return Report(invalid + asyncio.run(deliver(cfg, spool, recipients, subject, text, user)))

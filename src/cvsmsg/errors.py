@@ -1,4 +1,4 @@
-"""One exception base; the CLI turns each into one line on stderr and an exit code."""
+"""One exception base; `cvsmsg.main` turns each into one line on stderr and an exit code."""
 
 from cvsmsg.status import ExitStatus
 

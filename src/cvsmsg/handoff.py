@@ -43,12 +43,9 @@ def cvs_user(text: str, env: Mapping[str, str]) -> str:
     name = env.get("LOGNAME") or env.get("USER")
     if name:
         return name
-    import pwd
+    from cvsmsg.account import unix_name
 
-    try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        return str(os.getuid())
+    return unix_name() or str(os.getuid())
 
 
 def hand_off(

@@ -1,11 +1,25 @@
-"""What a delivery run tells its caller: one Outcome per recipient, and the exit status
-they add up to. Pure data, shared by the hand-off and the direct delivery."""
+"""What a delivery run tells its caller (one Outcome per recipient, and the exit status
+they add up to) and every line a run prints about its recipients and its queue.
+
+`notify` and `loginfo` report on stderr (under client/server CVS stdout is the CVS
+protocol); `flush` and `queue` print their results on stdout.
+"""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from cvsmsg.status import ExitStatus
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import TextIO
+
+    from cvsmsg.drain import DrainStats
+    from cvsmsg.spool import Entry, Spool
+
+log = logging.getLogger("cvsmsg")
 
 
 @dataclass(frozen=True)
@@ -31,3 +45,66 @@ class Report:
         if any(not o.delivered and not o.handed_off for o in self.outcomes):
             return ExitStatus.WITHHELD
         return ExitStatus.OK
+
+
+def print_report(report: Report, quiet: bool, err: TextIO) -> ExitStatus:
+    """One line per recipient on stderr (failures even with -q); the run's exit code."""
+    for outcome in report.outcomes:
+        if outcome.failed:
+            log.error("error: %s", outcome.reason)
+        elif not quiet:
+            verb = "delivered to" if outcome.delivered else "withheld from"
+            if outcome.handed_off:
+                verb = "queued for"
+            err.write(f"cvsmsg: {verb} {outcome.recipient}: {outcome.reason}\n")
+    err.flush()
+    return report.status
+
+
+def print_flush(stats: DrainStats, out: TextIO) -> None:
+    """`cvsmsg flush`: who got how many notifications, and who still waits."""
+    for jid, n in stats.delivered.items():
+        out.write(f"delivered to {jid}: {n} notification{'s' if n != 1 else ''}\n")
+    for jid, reason in stats.withheld.items():
+        out.write(f"still queued for {jid}: {reason}\n")
+
+
+def print_dropped(entry: Entry, out: TextIO) -> None:
+    out.write(f"dropped {entry.id} for {entry.recipient}\n")
+
+
+def print_queue(spool: Spool, out: TextIO, now: float) -> None:
+    """`cvsmsg queue`: a table of the waiting messages, then who is delivering them."""
+    from cvsmsg.spool import BAD_SUFFIX, DELIVER_LOCK, SERVE_LOCK
+
+    entries = spool.entries()
+    if entries:
+        rows = [("ID", "RECIPIENT", "AGE", "ATTEMPTS", "REASON")]
+        for e in entries:
+            reason = e.reason or "waiting for delivery"
+            rows.append((e.id, e.recipient, age(now - e.created), str(e.attempts), reason))
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        for r in rows:
+            out.write("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True))
+                      + "  " + r[4] + "\n")
+        noun = "message" if len(entries) == 1 else "messages"
+        out.write(f"{len(entries)} {noun} queued in {spool.path}\n")
+    else:
+        out.write(f"no messages queued in {spool.path}\n")
+    bad = sorted(spool.path.glob(f"*{BAD_SUFFIX}")) if spool.exists() else []
+    if bad:
+        out.write(f"{len(bad)} unreadable file(s) set aside: {', '.join(p.name for p in bad)}\n")
+    serve_pid = spool.holder(SERVE_LOCK) if spool.serve_running() else None
+    if serve_pid:
+        out.write(f"cvsmsg serve is running (pid {serve_pid})\n")
+    elif (pid := spool.holder(DELIVER_LOCK)) is not None:
+        out.write(f"the background deliverer is running (pid {pid})\n")
+
+
+def age(seconds: float) -> str:
+    """3d, 5h, 12m, 40s: the largest whole unit."""
+    seconds = max(seconds, 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"

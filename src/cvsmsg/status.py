@@ -1,4 +1,4 @@
-"""Exit codes: one enum, documented in the README, mapped in one place (cli.py)."""
+"""Exit codes: one enum, documented in the README, mapped in one place (main.py)."""
 
 from enum import IntEnum
 
@@ -15,3 +15,4 @@ class ExitStatus(IntEnum):
     TIMEOUT = 6  # a deadline ran out
     RECIPIENT = 7  # invalid recipient, or the server rejected the message
     WITHHELD = 10  # withheld from at least one recipient (offline/dnd), nothing failed
+    INTERRUPTED = 130  # Ctrl-C (SIGINT), as shells report 128 + 2

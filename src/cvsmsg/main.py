@@ -1,0 +1,99 @@
+"""The error boundary: the one place where an exception becomes a line and an exit code.
+
+`main()` catches; `program()` below it parses and runs a command and never catches to
+report (httpie's core.main()/program() split). `notify` and `loginfo`, which CVS runs
+once per watcher and file, are parsed from the option table without importing click
+when the fast parser can read their argv exactly; everything else goes through click.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from cvsmsg.errors import CvsmsgError
+from cvsmsg.status import ExitStatus
+
+TYPE_CHECKING = False  # no `typing` at run time: the fast path's start-up
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+log = logging.getLogger("cvsmsg")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console-script entry point: run `cvsmsg ARGS`, return the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = _wants_debug(args)
+    from cvsmsg import logs
+
+    logs.to_stderr(debug=debug)  # until the command sets its own level
+    try:
+        return program(args)
+    except CvsmsgError as exc:
+        log.error("error: %s", exc, exc_info=debug)
+        return exc.status
+    except KeyboardInterrupt:
+        log.error("error: interrupted")
+        return ExitStatus.INTERRUPTED
+    except SystemExit as exc:  # sys.exit() in a library: keep its code
+        return exc.code if isinstance(exc.code, int) else ExitStatus.INTERNAL
+    except Exception as exc:
+        status = _click_status(exc, args)
+        if status is not None:
+            return status
+        # a bug, not a user error: still one line unless --debug
+        log.error("error: internal error: %s: %s (rerun with --debug)", type(exc).__name__,
+                  exc, exc_info=debug)
+        return ExitStatus.INTERNAL
+
+
+def program(args: list[str]) -> int:
+    """Parse `args` and run the command; raises whatever goes wrong."""
+    from cvsmsg import options
+
+    command = options.COMMANDS.get(args[0]) if args else None
+    if command is not None and command.reads_stdin:
+        opts = options.parse(command, args[1:])
+        if opts is not None:
+            from cvsmsg.commands import BODIES, Io
+
+            return int(BODIES[command.name](opts, Io.of_process()))
+    from cvsmsg.cli import run
+
+    return run(args)
+
+
+def _click_status(exc: Exception, args: list[str]) -> int | None:
+    """Click's own errors: its usage message as click shows it (exit 2), --help and
+    --version (exit 0). None for anything else."""
+    click = sys.modules.get("click")
+    if click is None:
+        return None  # click never ran: this cannot be one of its exceptions
+    if isinstance(exc, click.exceptions.Exit):
+        return int(exc.exit_code)
+    if isinstance(exc, click.exceptions.Abort):
+        log.error("aborted")
+        return ExitStatus.USAGE
+    if not isinstance(exc, click.ClickException):
+        return None
+    if isinstance(exc, click.UsageError) and _reads_stdin(args):
+        # A typo in CVSROOT/loginfo must not fail every commit: CVS gets SIGPIPE if we
+        # leave what it writes unread.
+        from cvsmsg.inputs import drain
+
+        drain(sys.stdin.buffer if sys.stdin else None)
+    exc.show()
+    return ExitStatus.USAGE
+
+
+def _reads_stdin(args: list[str]) -> bool:
+    from cvsmsg import options
+
+    command = options.COMMANDS.get(args[0]) if args else None
+    return command is not None and command.reads_stdin
+
+
+def _wants_debug(args: list[str]) -> bool:
+    """--debug anywhere among the options, before we know whether they parse."""
+    return "--debug" in (args[: args.index("--")] if "--" in args else args)
