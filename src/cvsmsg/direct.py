@@ -12,10 +12,9 @@ from dataclasses import replace
 from cvsmsg.config import Config
 from cvsmsg.drain import Drainer, DrainStats
 from cvsmsg.errors import (
+    SESSION_LOST,
     AuthError,
-    ConnectError,
     CvsmsgError,
-    DeadlineError,
     MessageRefused,
     SpoolError,
 )
@@ -47,7 +46,7 @@ async def deliver(
             session = await run.open()
             confirmed = await _send_gated(cfg, session, recipients, subject, text, progress)
             late = await _deliver_queued(cfg, spool, session, run.remaining() - CLOSE_MARGIN)
-    except (AuthError, ConnectError, DeadlineError, MessageRefused) as exc:
+    except (AuthError, *SESSION_LOST) as exc:
         raise _queue_after_error(
             cfg, spool, recipients, subject, text, user, exc, confirmed, progress
         ) from None

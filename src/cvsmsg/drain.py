@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from cvsmsg.config import Config
 from cvsmsg.digest import Batch, Digest, batches, render
 from cvsmsg.errors import (
+    SESSION_LOST,
     AuthError,
     ConnectError,
     CvsmsgError,
@@ -416,7 +417,7 @@ async def deliver_background(cfg: Config, spool: Spool, drainer: Drainer) -> Non
                     await _drain_until_idle(drainer, waker, session, loop)
                     await end_session(session, clean=True)
                     return
-                except (ConnectError, DeadlineError, MessageRefused) as exc:
+                except SESSION_LOST as exc:
                     await end_session(session, clean=False)
                     failure = exc
             if drainer.delivered_total > delivered_before:

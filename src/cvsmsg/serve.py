@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 from cvsmsg.config import Config
 from cvsmsg.drain import POLL_SECONDS, Drainer, Waker
 from cvsmsg.errors import (
+    SESSION_LOST,
     AuthError,
     ConnectError,
     CvsmsgError,
     DeadlineError,
-    MessageRefused,
     SpoolError,
 )
 from cvsmsg.sessions import SERVE, Backoff, end_session, open_session, plan_session
@@ -118,7 +118,7 @@ async def _serve_locked(cfg: Config, spool: Spool, stop: asyncio.Event) -> None:
                     await _serve_session(cfg, drainer, waker, session, stop)
                     await end_session(session, clean=True)
                     continue
-                except (ConnectError, DeadlineError, MessageRefused) as exc:
+                except SESSION_LOST as exc:
                     # a message's fault never stops serve: the drainer has counted it
                     await end_session(session, clean=False)
                     failure = f"connection lost: {exc}"

@@ -761,13 +761,10 @@ class Spool:
     def holder(self, name: str) -> int | None:
         """The pid recorded in `name`.lock if that process is alive (for display: it never
         touches the lock, so it cannot make a would-be holder fail)."""
-        try:
-            fd = os.open(self._lock_file(name), os.O_RDONLY | _SAFE)
-        except OSError:
+        fd = _open_regular(self._lock_file(name))
+        if fd is None:
             return None
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return None
             pid = int(os.read(fd, 32).decode("ascii", "replace").strip())
         except (OSError, ValueError):
             return None
@@ -786,13 +783,10 @@ class Spool:
     def lock_held(self, name: str) -> bool:
         """True when some process holds `name`.lock (a shared probe: harmless to others
         probing, and a would-be holder retries)."""
-        try:
-            fd = os.open(self._lock_file(name), os.O_RDONLY | _SAFE)
-        except OSError:
+        fd = _open_regular(self._lock_file(name))
+        if fd is None:
             return False
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return False
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return True
@@ -879,13 +873,11 @@ class Spool:
 
     def last_announce(self) -> float | None:
         """When a run last announced (the stamp's mtime), None if never (for display)."""
-        try:
-            fd = os.open(self.path / ANNOUNCE_STAMP, os.O_RDONLY | _SAFE)
-        except OSError:
+        fd = _open_regular(self.path / ANNOUNCE_STAMP)
+        if fd is None:
             return None
         try:
-            st = os.fstat(fd)
-            return st.st_mtime if stat.S_ISREG(st.st_mode) else None
+            return os.fstat(fd).st_mtime
         finally:
             os.close(fd)
 
@@ -903,6 +895,22 @@ class Spool:
             log.debug("cannot record the announcement (%s)", exc)
         finally:
             os.close(fd)
+
+
+def _open_regular(path: Path) -> int | None:
+    """A read-only fd on `path` if it is a regular file (never through a link), else None:
+    for looking (a pid, a probe, a stamp), never for writing."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _SAFE)
+    except OSError:
+        return None
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
 
 
 def _touch(fd: int, when: float) -> None:
