@@ -204,7 +204,19 @@ _KNOWN_KEYS = {
 _SPOOL_KEYS = {"spool_dir", "withheld", "delivery", "queue_max_age", "coalesce_seconds"}
 _KNOWN_KEYS |= _SPOOL_KEYS
 
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# Largest first: the one table for reading and for showing durations.
+DURATION_UNITS = (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+_DURATION_UNITS = {"": 1, **dict(DURATION_UNITS)}
+
+
+def format_duration(seconds: float, *, exact: bool = True) -> str:
+    """"7d", "90m", "45s": the largest unit that divides `seconds` (exact), or the largest
+    unit it reaches, rounded down (an age: "3d" for 3 days and 5 hours)."""
+    seconds = max(seconds, 0)
+    for unit, size in DURATION_UNITS:
+        if seconds >= size and (not exact or seconds % size == 0):
+            return f"{seconds / size:g}{unit}" if exact else f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s" if exact else f"{int(seconds)}s"
 
 
 def parse_duration(value: Any, key: str, where: str) -> float:

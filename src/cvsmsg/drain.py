@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from cvsmsg.config import Config
+from cvsmsg.config import Config, format_duration
 from cvsmsg.digest import Batch, Digest, batches, render
 from cvsmsg.errors import (
     SESSION_LOST,
@@ -151,7 +151,7 @@ class Drainer:
                 stats.dropped += 1
                 log.warning(
                     "dropped queued message %s for %s: older than queue_max_age (%s)%s",
-                    entry.id, entry.recipient, _duration(self.cfg.queue_max_age),
+                    entry.id, entry.recipient, format_duration(self.cfg.queue_max_age),
                     f"; last reason: {entry.reason}" if entry.reason else "",
                 )
         self.spool.sync()
@@ -341,12 +341,6 @@ class Drainer:
                 ))
         return len(self.pending)
 
-
-def _duration(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:g}{unit}"
-    return f"{seconds:g}s"
 
 
 class Waker:

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Far above any CVS notification; keeps a runaway pipe from eating memory.
+# Far above any CVS notification; keeps a runaway pipe from eating memory. Also the cap on
+# a spool file's body (spool.py): what lands on disk.
 MAX_INPUT_BYTES = 32 * 1024 * 1024
 _CHUNK = 1 << 20
 

@@ -16,11 +16,6 @@ from pathlib import Path
 
 APP = "cvsmsg"
 
-# The biggest input we take from stdin or from a spool file's body (32 MiB): a limit on
-# what lands on disk, kept here so the click-free hand-off, the CLI and the spool reader
-# share the one value.
-MAX_INPUT_BYTES = 32 * 1024 * 1024
-
 SYSTEM_CONFIG = Path("/etc/cvsmsg/config.toml")
 SYSTEM_SPOOL_DIR = Path("/var/spool/cvsmsg")
 

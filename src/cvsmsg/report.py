@@ -103,8 +103,6 @@ def print_queue(spool: Spool, out: TextIO, now: float) -> None:
 
 def age(seconds: float) -> str:
     """3d, 5h, 12m, 40s: the largest whole unit."""
-    seconds = max(seconds, 0)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds)}s"
+    from cvsmsg.config import format_duration
+
+    return format_duration(seconds, exact=False)

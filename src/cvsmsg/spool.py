@@ -59,13 +59,13 @@ from pathlib import Path
 
 from cvsmsg.config import DEFAULT_SUBJECT, MESSAGE_TYPES
 from cvsmsg.errors import CvsmsgError, SpoolError
+from cvsmsg.inputs import MAX_INPUT_BYTES
 from cvsmsg.message import clean_line, clean_text
 from cvsmsg.paths import (
     ANNOUNCE_STAMP,
     BAD_SUFFIX,
     DELIVER_LOCK,
     DELIVER_LOG,
-    MAX_INPUT_BYTES,
     SERVE_LOCK,
     SYSTEM_SPOOL_DIR,
     TMP_PREFIX,
