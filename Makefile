@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: all deps venv test lint demo bench bench-spool clean
+.PHONY: all deps venv test lint demo bench bench-spool man clean
 all: test
 
 deps:
@@ -37,6 +37,10 @@ bench: deps venv
 bench-spool: deps venv
 	$(BIN)/python -m compileall -q src
 	$(BIN)/python bench/spool_bench.py
+
+# man/cvsmsg.1 from the click help and README.md's key tables (committed; a test checks it)
+man: venv
+	$(BIN)/python scripts/make_manpage.py
 
 clean:
 	rm -rf $(VENV) demo-run build src/*.egg-info

@@ -136,7 +136,7 @@ def _loginfo() -> None:
 
     \b
     In CVSROOT/loginfo:  ALL cvsmsg loginfo %p %{sVv}
-    With fixed people:   ^proj/ cvsmsg loginfo --to dj@example.org %p %{sVv}
+    With fixed people:   ^proj\\(/\\|$\\) cvsmsg loginfo --to dj@example.org %p %{sVv}
 
     Recipients: the first [[loginfo]] rule in the config whose 'match' regex is found in
     the directory (or the DEFAULT rule), every ALL rule, and each --to. Options go before
@@ -183,6 +183,16 @@ def _serve() -> None:
     and not dnd. While it runs, every `cvsmsg notify` hands its message to it through
     the spool. Logs to stderr (the journal under systemd); SIGTERM stops it cleanly.
     See examples/cvsmsg.service.
+    """
+
+
+@_command("config")
+def _config() -> None:
+    """Say which config file cvsmsg reads, or print a commented example (--example).
+
+    \b
+    Start a configuration:  cvsmsg config --example > /etc/cvsmsg/config.toml
+    Exit 0 when a config file is found (or with --example), 3 when none is.
     """
 
 

@@ -174,11 +174,34 @@ def deliver(opts: Options, io: Io) -> ExitStatus:
     return ExitStatus.OK
 
 
+def config(opts: Options, io: Io) -> ExitStatus:
+    """Print the example config (--example), or which config file a run would read."""
+    if opts["example"]:
+        from cvsmsg.paths import example_config
+
+        io.stdout.write(example_config())
+        return ExitStatus.OK
+    from cvsmsg.config import default_config_paths, find_config_file
+    from cvsmsg.errors import ConfigError
+
+    found = find_config_file(opts["config_path"], io.environ)
+    for path in default_config_paths(io.environ):
+        io.stdout.write(f"{'*' if path == found else ' '} {path}\n")
+    if found is None:
+        raise ConfigError("no configuration found: 'cvsmsg config --example' prints one "
+                          "to start from")
+    if found not in default_config_paths(io.environ):
+        io.stdout.write(f"* {found}\n")
+    io.stdout.write(f"cvsmsg reads {found}\n")
+    return ExitStatus.OK
+
+
 # Each command's body, by name: what `cvsmsg.main` runs after either parser.
 BODIES: dict[str, Callable[[Options, Io], ExitStatus]] = {
     "notify": notify, "loginfo": loginfo, "check": check, "flush": flush, "serve": serve,
     "queue": queue, "deliver": deliver,
 }
+BODIES["config"] = config
 
 
 def _log_to_stderr(opts: Options, io: Io) -> None:

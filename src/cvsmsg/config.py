@@ -219,6 +219,14 @@ def format_duration(seconds: float, *, exact: bool = True) -> str:
     return f"{seconds:g}s" if exact else f"{int(seconds)}s"
 
 
+def did_you_mean(key: str, known: set[str]) -> str:
+    """` (did you mean 'server'?)` for a misspelt key, or nothing when none is close."""
+    import difflib  # only on this error path
+
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
 def parse_duration(value: Any, key: str, where: str) -> float:
     """Seconds from a number or a string like "90s", "30m", "12h", "7d", "2w"."""
     text = str(value).strip().lower() if isinstance(value, int | float | str) else ""
@@ -288,7 +296,8 @@ def _loginfo_rules(
         here = f"{where}: [[loginfo]] number {number}"
         unknown = sorted(set(table) - {"match", "to"})
         if unknown:
-            raise ConfigError(f"{here}: unknown setting '{unknown[0]}'")
+            raise ConfigError(f"{here}: unknown setting '{unknown[0]}'"
+                              f"{did_you_mean(unknown[0], {'match', 'to'})}")
         match = table.get("match")
         if not isinstance(match, str) or not match:
             raise ConfigError(f"{here}: 'match' must be a regular expression, ALL or DEFAULT")
@@ -357,7 +366,8 @@ def load_config(
 
     unknown = sorted(set(data) - _KNOWN_KEYS)
     if unknown:
-        raise ConfigError(f"{where}: unknown setting '{unknown[0]}'")
+        raise ConfigError(f"{where}: unknown setting '{unknown[0]}'"
+                          f"{did_you_mean(unknown[0], _KNOWN_KEYS)}")
     if path is not None:
         # Whatever overrides are set: the file itself is what others could read or change.
         _refuse_exposed(path, "config file", secret="password" in data)
@@ -368,7 +378,8 @@ def load_config(
         if path is None:
             raise ConfigError(
                 "no configuration found: create /etc/cvsmsg/config.toml or "
-                "~/.config/cvsmsg/config.toml, or pass --config (see examples/config.toml)"
+                "~/.config/cvsmsg/config.toml, or pass --config "
+                "('cvsmsg config --example' prints a commented example)"
             )
         raise ConfigError(f"{where}: 'jid' is not set (the bot's own XMPP account)")
 

@@ -132,6 +132,9 @@ TO = Option(("--to",), "to", APPEND, metavar="JID",
             help="Also send to JID (repeatable), beside the config's [[loginfo]] rules.")
 DROP = Option(("--drop",), "drop", APPEND, metavar="ID",
               help="Remove the message ID (or a unique prefix of it); repeatable.")
+EXAMPLE = Option(("--example",), "example", FLAG,
+                help="Print a commented example config to stdout (the one in "
+                     "examples/config.toml) and exit.")
 LOCK_FD = Option(("--lock-fd",), "lock_fd", convert=whole_number, metavar="FD",
                  help="The deliver lock, inherited from notify.")
 
@@ -154,8 +157,10 @@ FLUSH = Command("flush", (
 SERVE = Command("serve", (CONFIG, *OUTPUT))
 QUEUE = Command("queue", (CONFIG, DROP, replace(DEBUG, help="Show tracebacks.")))
 DELIVER = Command("deliver", (CONFIG, LOCK_FD, SERVER, TIMEOUT), hidden=True)
+CONFIG_COMMAND = Command("config", (CONFIG, EXAMPLE))
 
 COMMANDS = {c.name: c for c in (NOTIFY, LOGINFO, CHECK, FLUSH, SERVE, QUEUE, DELIVER)}
+COMMANDS[CONFIG_COMMAND.name] = CONFIG_COMMAND
 
 
 def parse(command: Command, args: Sequence[str]) -> dict[str, Any] | None:

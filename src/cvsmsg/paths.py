@@ -105,3 +105,11 @@ def lock_name(name: str) -> str:
 def deliver_log(spool: Path) -> Path:
     """The detached deliverer's log file; open it with `spool.open_log_file`."""
     return spool / DELIVER_LOG
+
+
+def example_config() -> str:
+    """The commented example config shipped inside the package (a copy of
+    examples/config.toml: `pip install` does not install examples/)."""
+    from importlib.resources import files
+
+    return (files(__package__) / "data" / "config.toml").read_text(encoding="utf-8")

@@ -107,6 +107,14 @@ def _ssl_reason(exc: BaseException) -> str:
     return getattr(exc, "reason", None) or str(exc) or type(exc).__name__
 
 
+def tls_mode_hint(tls: str, exc: BaseException) -> str:
+    """What a bare OpenSSL reason means when it comes from the wrong `tls` mode: a direct
+    TLS hello answered in plain XML (a STARTTLS port) reads as a wrong version number."""
+    if tls == "direct" and getattr(exc, "reason", None) == "WRONG_VERSION_NUMBER":
+        return ' (is the port a STARTTLS port? set tls = "starttls")'
+    return ""
+
+
 def _os_reason(exc: OSError) -> str:
     """`Connection refused` rather than asyncio's `Connect call failed ('127.0.0.1', 5222)`."""
     if exc.errno:
@@ -211,7 +219,8 @@ class XmppSession:
 
     def _on_connection_failed(self, error: Any) -> None:
         if isinstance(error, ssl.SSLError):
-            self._fail(ConnectError(f"TLS failed with {self._where()}: {_ssl_reason(error)}"))
+            self._fail(ConnectError(f"TLS failed with {self._where()}: {_ssl_reason(error)}"
+                                    f"{tls_mode_hint(self.cfg.tls, error)}"))
             return
         self._last_connect_error = (
             _os_reason(error) if isinstance(error, OSError) else str(error)
