@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cvsmsg.errors import ConfigError, RecipientError
-from cvsmsg.recipients import normalize_recipient
+from cvsmsg.recipients import normalize_recipient, normalize_room
 
 # typing and tomllib cost ~15 ms to import: the background hand-off (300 times in a big
 # commit) needs neither (annotations only; a cached parse of the file, see tomlcache).
@@ -48,6 +48,7 @@ class LoginfoRule:
 
     match: str
     to: tuple[str, ...] = ()
+    rooms: tuple[str, ...] = ()  # group-chat rooms (XEP-0045), not presence-gated
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class Config:
     subscribers: tuple[str, ...] | None = None
     max_roster: int = DEFAULT_MAX_ROSTER
     password_source: str = ""  # where the password came from, for `cvsmsg check`
+    room_nick: str | None = None  # the nick in group-chat rooms; None: the JID's localpart
 
     @property
     def allowed_subscribers(self) -> tuple[str, ...]:
@@ -201,6 +203,7 @@ _KNOWN_KEYS = {
     "presence_grace", "max_stanza_bytes", "max_parts", "presence", "announce_interval",
     "step_timeout", "loginfo", "subscribers", "max_roster",
 }
+_KNOWN_KEYS |= {"room_nick"}
 _SPOOL_KEYS = {"spool_dir", "withheld", "delivery", "queue_max_age", "coalesce_seconds"}
 _KNOWN_KEYS |= _SPOOL_KEYS
 
@@ -274,7 +277,7 @@ def _loginfo_rules(
     rules = []
     for number, table in enumerate(tables, 1):
         here = f"{where}: [[loginfo]] number {number}"
-        unknown = sorted(set(table) - {"match", "to"})
+        unknown = sorted(set(table) - {"match", "to", "rooms"})
         if unknown:
             raise ConfigError(f"{here}: unknown setting '{unknown[0]}'")
         match = table.get("match")
@@ -293,8 +296,31 @@ def _loginfo_rules(
             jids = [normalize_recipient(v, default_domain) for v in to]
         except RecipientError as exc:
             raise ConfigError(f"{here}: {exc}") from None
-        rules.append(LoginfoRule(match, tuple(dict.fromkeys(jids))))
+        rules.append(LoginfoRule(match, tuple(dict.fromkeys(jids)), _rooms(table, here)))
     return tuple(rules)
+
+
+def _rooms(table: Mapping[str, Any], here: str) -> tuple[str, ...]:
+    """A rule's `rooms`: bare room JIDs (room@service), normalized, deduplicated."""
+    rooms = table.get("rooms", [])
+    if isinstance(rooms, str):
+        rooms = [rooms]
+    if not isinstance(rooms, list) or not all(isinstance(v, str) for v in rooms):
+        raise ConfigError(f"{here}: 'rooms' must be a list of room JIDs")
+    try:
+        return tuple(dict.fromkeys(normalize_room(v) for v in rooms))
+    except RecipientError as exc:
+        raise ConfigError(f"{here}: {exc}") from None
+
+
+def _room_nick(data: Mapping[str, Any], where: str) -> str | None:
+    """`room_nick`: one line of printable text, or None (the bot's localpart)."""
+    nick = _expect(data, "room_nick", str, where)
+    if nick is None:
+        return None
+    if not nick.strip() or not nick.isprintable() or len(nick) > 64:
+        raise ConfigError(f"{where}: 'room_nick' must be 1-64 printable characters")
+    return nick.strip()
 
 
 def _subscribers(data: Mapping[str, Any], where: str) -> tuple[str, ...] | None:
@@ -454,4 +480,5 @@ def load_config(
         subscribers=_subscribers(data, where),
         max_roster=int(number("max_roster", DEFAULT_MAX_ROSTER, 0)),
         password_source=password_source,
+        room_nick=_room_nick(data, where),
     )
