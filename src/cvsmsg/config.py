@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -287,28 +287,24 @@ def _loginfo_rules(
             re.compile(match)
         except re.error as exc:
             raise ConfigError(f"{here}: 'match' {match!r} is not a valid regex: {exc}") from None
-        to = table.get("to", [])
-        if isinstance(to, str):
-            to = [to]
-        if not isinstance(to, list) or not all(isinstance(v, str) for v in to):
-            raise ConfigError(f"{here}: 'to' must be a list of JIDs")
-        try:
-            jids = [normalize_recipient(v, default_domain) for v in to]
-        except RecipientError as exc:
-            raise ConfigError(f"{here}: {exc}") from None
-        rules.append(LoginfoRule(match, tuple(dict.fromkeys(jids)), _rooms(table, here)))
+        to = _addresses(table, "to", "JIDs", here,
+                        lambda v: normalize_recipient(v, default_domain))
+        rooms = _addresses(table, "rooms", "room JIDs", here, normalize_room)
+        rules.append(LoginfoRule(match, to, rooms))
     return tuple(rules)
 
 
-def _rooms(table: Mapping[str, Any], here: str) -> tuple[str, ...]:
-    """A rule's `rooms`: bare room JIDs (room@service), normalized, deduplicated."""
-    rooms = table.get("rooms", [])
-    if isinstance(rooms, str):
-        rooms = [rooms]
-    if not isinstance(rooms, list) or not all(isinstance(v, str) for v in rooms):
-        raise ConfigError(f"{here}: 'rooms' must be a list of room JIDs")
+def _addresses(
+    table: Mapping[str, Any], key: str, what: str, here: str, normalize: Callable[[str], str]
+) -> tuple[str, ...]:
+    """A rule's `to` or `rooms`: one string or a list, each normalized; deduplicated."""
+    values = table.get(key, [])
+    if isinstance(values, str):
+        values = [values]
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ConfigError(f"{here}: '{key}' must be a list of {what}")
     try:
-        return tuple(dict.fromkeys(normalize_room(v) for v in rooms))
+        return tuple(dict.fromkeys(normalize(v) for v in values))
     except RecipientError as exc:
         raise ConfigError(f"{here}: {exc}") from None
 

@@ -222,12 +222,11 @@ class Drainer:
         """A room's batch: join, send each digest (the room's echo confirms it), leave. A
         room that will not have us keeps its messages queued, with the reason."""
         assert self.session is not None
-        from cvsmsg.rooms import Room, room_nick
+        from cvsmsg.rooms import joined
 
-        visit = Room(self.session, batch.recipient, room_nick(self.cfg),
-                     self.session.plan.step_timeout)
         try:
-            async with visit:
+            async with joined(self.session, self.cfg, batch.recipient,
+                              self.session.plan.step_timeout) as visit:
                 await self._send(batch, stats, visit)
         except RoomError as exc:
             self._withhold(batch, str(exc), stats, count=True)

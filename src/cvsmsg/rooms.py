@@ -11,9 +11,10 @@ room has it and passed it on to the occupants.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 
 from slixmpp.xmlstream import ET
@@ -22,8 +23,6 @@ from cvsmsg.config import Config
 from cvsmsg.errors import DeadlineError, RoomError
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from cvsmsg.message import Part
     from cvsmsg.xmpp import XmppSession
 
@@ -71,14 +70,8 @@ def _status_codes(stanza: Any) -> set[str]:
 
 
 class Room:
-    """One visit of the bot to one room, within a session:
-
-        async with Room(session, room, nick, timeout) as visit:  # joins
-            await visit.send(part)
-        # left (unavailable presence to the room)
-
-    Every wait is bounded by `timeout` (and by the run's deadline around it).
-    """
+    """One visit of the bot to one room, within a session (see `joined`): join, send,
+    leave, close. Every wait is bounded by `timeout` (and by the run's deadline)."""
 
     def __init__(self, session: XmppSession, room: str, nick: str, timeout: float) -> None:
         self.session = session
@@ -202,29 +195,30 @@ class Room:
         except TimeoutError:
             log.info("room %s did not confirm that we left", self.room)
 
-    async def __aenter__(self) -> Room:
-        try:
-            await self.join()
-        except BaseException:
-            self._handlers(False)
-            raise
-        return self
+    def close(self) -> None:
+        """Stop listening to the room (after leaving, or after a failure)."""
+        self._handlers(False)
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            if exc_type is None:
-                await self.leave()
-        finally:
-            self._handlers(False)
+
+@contextlib.asynccontextmanager
+async def joined(
+    session: XmppSession, cfg: Config, room: str, timeout: float
+) -> AsyncIterator[Room]:
+    """The bot in `room` with its nick (`room_nick`); it leaves when the block ends
+    normally. Every wait is bounded by `timeout`."""
+    visit = Room(session, room, room_nick(cfg), timeout)
+    try:
+        await visit.join()
+        yield visit
+        await visit.leave()
+    finally:
+        visit.close()
 
 
 async def post(
     session: XmppSession, cfg: Config, room: str, parts: Iterable[Part], timeout: float
 ) -> None:
     """Join `room`, send each part (each reflected by the room), leave."""
-    async with Room(session, room, room_nick(cfg), timeout) as visit:
+    async with joined(session, cfg, room, timeout) as visit:
         for part in parts:
             await visit.send(part)
