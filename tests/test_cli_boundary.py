@@ -45,6 +45,9 @@ def click_reading(name: str, argv: list[str]) -> dict[str, Any] | None:
 
 NOTIFY_ARGVS = [
     ["a@x"],
+    ["--room", "dev@conference.x"],  # a room alone is enough
+    ["--room", "r1@c.x", "a@x", "--room=r2@c.x"],
+    ["--room"],
     ["a@x", "b@x", "c"],
     ["--config", "c.toml", "a@x"],
     ["--config=c.toml", "a@x"],
@@ -139,7 +142,7 @@ def test_fast_parser_reads_what_cvs_passes():
     assert notify == {
         "config_path": Path("/etc/c.toml"), "file": None, "subject": None,
         "message_type": None, "server": None, "timeout": None, "quiet": False, "verbose": 2,
-        "debug": False, "recipients": ("a@x", "-b"),
+        "debug": False, "recipients": ("a@x", "-b"), "rooms": (),
     }
     loginfo = options.parse(options.LOGINFO, ["--to", "a@x", "p", "-v", "NONE", "1.1"])
     assert loginfo is not None

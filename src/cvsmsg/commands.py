@@ -19,7 +19,7 @@ from cvsmsg.status import ExitStatus
 
 TYPE_CHECKING = False  # no `typing` at run time: the fast path's start-up
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Mapping, Sequence
     from typing import IO, Any, TextIO
 
     from cvsmsg.config import Config
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("cvsmsg")
 
 NO_MESSAGE = "no message: pipe the text on stdin or use --file PATH"
+NO_RECIPIENT = "Missing argument 'RECIPIENT...': give a JID, or --room ROOM"
 NO_LOG_TEXT = ("no log text on stdin: CVS runs this from CVSROOT/loginfo "
                "(ALL cvsmsg loginfo %p %{sVv})")
 
@@ -56,11 +57,16 @@ def notify(opts: Options, io: Io) -> ExitStatus:
     file = opts["file"]
     raw = read_file(file) if file is not None and str(file) != "-" else read_stdin(
         io.stdin, NO_MESSAGE)
+    if not opts["recipients"] and not opts["rooms"]:
+        from cvsmsg.errors import UsageError
+
+        raise UsageError(NO_RECIPIENT)
     cfg = _config(opts, io, subject=opts["subject"], message_type=opts["message_type"],
                   server=opts["server"], timeout=opts["timeout"])
     from cvsmsg.message import clean_text
 
-    return _send(cfg, list(opts["recipients"]), cfg.subject, clean_text(raw), opts, io)
+    return _send(cfg, list(opts["recipients"]), cfg.subject, clean_text(raw), opts, io,
+                 opts["rooms"])
 
 
 def loginfo(opts: Options, io: Io) -> ExitStatus:
@@ -79,12 +85,13 @@ def loginfo(opts: Options, io: Io) -> ExitStatus:
     cfg = _config(opts, io, message_type=opts["message_type"], server=opts["server"],
                   timeout=opts["timeout"])
     recipients = [*opts["to"], *route(commit.directory, cfg.loginfo)]
-    if not recipients:
+    rooms = [*opts["rooms"], *route(commit.directory, cfg.loginfo, rooms=True)]
+    if not recipients and not rooms:
         log.info("nothing to send for %s: no [[loginfo]] rule names anyone and no --to",
                  commit.directory)
         return ExitStatus.OK
     subject, body = format_message(commit, committer(io.environ, unix_name()))
-    return _send(cfg, recipients, subject, clean_text(body.encode("utf-8")), opts, io)
+    return _send(cfg, recipients, subject, clean_text(body.encode("utf-8")), opts, io, rooms)
 
 
 def check(opts: Options, io: Io) -> ExitStatus:
@@ -225,10 +232,10 @@ def _spool(opts: Options, io: Io, **overrides: Any) -> tuple[Config, Spool]:
 
 
 def _send(cfg: Config, recipients: list[str], subject: str, text: str, opts: Options,
-          io: Io) -> ExitStatus:
+          io: Io, rooms: Sequence[str] = ()) -> ExitStatus:
     """How `notify` and `loginfo` both deliver: `dispatch` decides hand-off or direct;
-    we print one line per recipient."""
+    we print one line per recipient and room."""
     from cvsmsg.dispatch import dispatch
 
-    report = dispatch(cfg, recipients, subject, text, io.environ)
+    report = dispatch(cfg, recipients, subject, text, io.environ, list(rooms))
     return print_report(report, opts["quiet"], io.stderr)

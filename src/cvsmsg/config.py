@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cvsmsg.errors import ConfigError, RecipientError
-from cvsmsg.recipients import normalize_recipient
+from cvsmsg.recipients import normalize_recipient, normalize_room
 
 # typing and tomllib cost ~15 ms to import: the background hand-off (300 times in a big
 # commit) needs neither (annotations only; a cached parse of the file, see tomlcache).
@@ -48,6 +48,7 @@ class LoginfoRule:
 
     match: str
     to: tuple[str, ...] = ()
+    rooms: tuple[str, ...] = ()  # group-chat rooms (XEP-0045), not presence-gated
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class Config:
     subscribers: tuple[str, ...] | None = None
     max_roster: int = DEFAULT_MAX_ROSTER
     password_source: str = ""  # where the password came from, for `cvsmsg check`
+    room_nick: str | None = None  # the nick in group-chat rooms; None: the JID's localpart
 
     @property
     def allowed_subscribers(self) -> tuple[str, ...]:
@@ -201,6 +203,7 @@ _KNOWN_KEYS = {
     "presence_grace", "max_stanza_bytes", "max_parts", "presence", "announce_interval",
     "step_timeout", "loginfo", "subscribers", "max_roster",
 }
+_KNOWN_KEYS |= {"room_nick"}
 _SPOOL_KEYS = {"spool_dir", "withheld", "delivery", "queue_max_age", "coalesce_seconds"}
 _KNOWN_KEYS |= _SPOOL_KEYS
 
@@ -294,7 +297,7 @@ def _loginfo_rules(
     rules = []
     for number, table in enumerate(tables, 1):
         here = f"{where}: [[loginfo]] number {number}"
-        unknown = sorted(set(table) - {"match", "to"})
+        unknown = sorted(set(table) - {"match", "to", "rooms"})
         if unknown:
             raise ConfigError(f"{here}: unknown setting '{unknown[0]}'"
                               f"{did_you_mean(unknown[0], {'match', 'to'})}")
@@ -305,17 +308,36 @@ def _loginfo_rules(
             re.compile(match)
         except re.error as exc:
             raise ConfigError(f"{here}: 'match' {match!r} is not a valid regex: {exc}") from None
-        to = table.get("to", [])
-        if isinstance(to, str):
-            to = [to]
-        if not isinstance(to, list) or not all(isinstance(v, str) for v in to):
-            raise ConfigError(f"{here}: 'to' must be a list of JIDs")
-        try:
-            jids = [normalize_recipient(v, default_domain) for v in to]
-        except RecipientError as exc:
-            raise ConfigError(f"{here}: {exc}") from None
-        rules.append(LoginfoRule(match, tuple(dict.fromkeys(jids))))
+        to = _addresses(table, "to", "JIDs", here,
+                        lambda v: normalize_recipient(v, default_domain))
+        rooms = _addresses(table, "rooms", "room JIDs", here, normalize_room)
+        rules.append(LoginfoRule(match, to, rooms))
     return tuple(rules)
+
+
+def _addresses(
+    table: Mapping[str, Any], key: str, what: str, here: str, normalize: Callable[[str], str]
+) -> tuple[str, ...]:
+    """A rule's `to` or `rooms`: one string or a list, each normalized; deduplicated."""
+    values = table.get(key, [])
+    if isinstance(values, str):
+        values = [values]
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ConfigError(f"{here}: '{key}' must be a list of {what}")
+    try:
+        return tuple(dict.fromkeys(normalize(v) for v in values))
+    except RecipientError as exc:
+        raise ConfigError(f"{here}: {exc}") from None
+
+
+def _room_nick(data: Mapping[str, Any], where: str) -> str | None:
+    """`room_nick`: one line of printable text, or None (the bot's localpart)."""
+    nick = _expect(data, "room_nick", str, where)
+    if nick is None:
+        return None
+    if not nick.strip() or not nick.isprintable() or len(nick) > 64:
+        raise ConfigError(f"{where}: 'room_nick' must be 1-64 printable characters")
+    return nick.strip()
 
 
 def _subscribers(data: Mapping[str, Any], where: str) -> tuple[str, ...] | None:
@@ -477,4 +499,5 @@ def load_config(
         subscribers=_subscribers(data, where),
         max_roster=int(number("max_roster", DEFAULT_MAX_ROSTER, 0)),
         password_source=password_source,
+        room_nick=_room_nick(data, where),
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 
 from cvsmsg.config import Config
@@ -16,6 +17,7 @@ from cvsmsg.errors import (
     AuthError,
     CvsmsgError,
     MessageRefused,
+    RoomError,
     SpoolError,
 )
 from cvsmsg.message import split_message
@@ -33,26 +35,79 @@ QUEUED = "queued for later delivery"
 
 
 async def deliver(
-    cfg: Config, spool: Spool, recipients: list[str], subject: str, text: str, user: str
+    cfg: Config, spool: Spool, recipients: list[str], subject: str, text: str, user: str,
+    rooms: Sequence[str] = (),
 ) -> list[Outcome]:
-    """Deliver `text` to each available, not-withheld recipient, in order; queue the rest.
-    A login or connection failure queues the message for everyone the server has not
-    confirmed, and is raised again saying so."""
+    """Deliver `text` to each available, not-withheld recipient, in order, then to each
+    room (joined, not gated); queue the rest. A login or connection failure queues the
+    message for everyone the server has not confirmed, and is raised again saying so."""
     confirmed: dict[str, Outcome] = {}
+    posted: dict[str, Outcome] = {}  # rooms: delivered, or refused us (and queued)
     progress: dict[str, int] = {}  # characters of `text` each recipient's server has
     late: list[Outcome] = []
     try:
         async with OneShot(cfg, spool, recipients) as run:
             session = await run.open()
-            confirmed = await _send_gated(cfg, session, recipients, subject, text, progress)
+            if recipients:
+                confirmed = await _send_gated(cfg, session, recipients, subject, text,
+                                              progress)
+            await _post_rooms(cfg, spool, session, rooms, subject, text, user, posted)
             late = await _deliver_queued(cfg, spool, session, run.remaining() - CLOSE_MARGIN)
     except (AuthError, *SESSION_LOST) as exc:
-        raise _queue_after_error(
+        error = _queue_after_error(
             cfg, spool, recipients, subject, text, user, exc, confirmed, progress
-        ) from None
+        )
+        raise _queue_rooms_after_error(cfg, spool, rooms, subject, text, user, error,
+                                       posted) from None
     await run.close()
     outcomes = [confirmed[jid] for jid in recipients]
-    return [_queue_withheld(cfg, spool, o, subject, text, user) for o in outcomes] + late
+    return ([_queue_withheld(cfg, spool, o, subject, text, user) for o in outcomes]
+            + [posted[room] for room in rooms] + late)
+
+
+async def _post_rooms(
+    cfg: Config, spool: Spool, session: XmppSession, rooms: Sequence[str], subject: str,
+    text: str, user: str, posted: dict[str, Outcome],
+) -> None:
+    """Each room: join, send, leave. A room that will not have us is a failed Outcome
+    (exit 8) and the message is queued for it; the other rooms still get it."""
+    if not rooms:
+        return
+    from cvsmsg.rooms import post
+
+    parts = split_message(subject, text, session.max_stanza_bytes, cfg.max_parts)
+    for room in rooms:
+        try:
+            await post(session, cfg, room, parts, cfg.timeout)
+        except RoomError as exc:
+            reason = f"{exc}; {QUEUED}"
+            try:
+                spool.add(room, subject, text, mtype=cfg.message_type, cvs_user=user,
+                          attempts=1, reason=str(exc), room=True)
+            except SpoolError as spool_exc:
+                reason = f"{exc}; could not queue the message: {spool_exc}"
+            posted[room] = Outcome(room, False, reason, failed=True, room=True)
+        else:
+            posted[room] = Outcome(room, True, "", room=True)
+        finally:  # the room's refusals were handled here, not a recipient's bounce
+            session.bounces[:] = [b for b in session.bounces if b.recipient != room]
+
+
+def _queue_rooms_after_error(
+    cfg: Config, spool: Spool, rooms: Sequence[str], subject: str, text: str, user: str,
+    exc: CvsmsgError, posted: dict[str, Outcome],
+) -> CvsmsgError:
+    """After a session failure: queue the message for each room not done yet."""
+    todo = [room for room in rooms if room not in posted]
+    if not todo:
+        return exc
+    try:
+        for room in todo:
+            spool.add(room, subject, text, mtype=cfg.message_type, cvs_user=user,
+                      attempts=1, reason=str(exc).removesuffix(f"; {QUEUED}"), room=True)
+    except SpoolError as spool_exc:
+        return type(exc)(f"{exc}; could not queue the message: {spool_exc}")
+    return exc if str(exc).endswith(QUEUED) else type(exc)(f"{exc}; {QUEUED}")
 
 
 async def _send_gated(

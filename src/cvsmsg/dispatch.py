@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from cvsmsg.config import Config
 from cvsmsg.errors import RecipientError, SpoolError
 from cvsmsg.handoff import cvs_user, hand_off, open_spool, wants_handoff
-from cvsmsg.recipients import resolve_recipients
+from cvsmsg.recipients import resolve_recipients, resolve_rooms
 from cvsmsg.report import Report
 
 log = logging.getLogger(__name__)
@@ -19,16 +19,18 @@ log = logging.getLogger(__name__)
 
 def dispatch(
     cfg: Config, recipient_values: list[str], subject: str, text: str,
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | None = None, room_values: Sequence[str] = (),
 ) -> Report:
-    """Send `text` to every valid recipient, through the spool or directly.
+    """Send `text` to every valid recipient and room, through the spool or directly.
 
     Invalid recipients are failed Outcomes and never hold the valid ones back. The hand-off
     imports neither asyncio nor slixmpp: CVS waits for it once per watcher and file.
     """
     env = os.environ if env is None else env
     recipients, invalid = resolve_recipients(recipient_values, cfg.default_domain, cfg.jid)
-    if not recipients:
+    rooms, bad_rooms = resolve_rooms(room_values)
+    invalid += bad_rooms
+    if not recipients and not rooms:
         if not invalid:
             raise RecipientError("no recipient given")
         return Report(invalid)  # nothing to connect for
@@ -36,7 +38,8 @@ def dispatch(
     user = cvs_user(text, env)
     if wants_handoff(cfg, spool):
         try:
-            return Report(invalid + hand_off(cfg, spool, recipients, subject, text, user, env))
+            return Report(invalid + hand_off(cfg, spool, recipients, subject, text, user, env,
+                                             rooms))
         except SpoolError as exc:
             log.warning("%s: delivering directly", exc)
     import asyncio
@@ -46,4 +49,5 @@ def dispatch(
     skip_optional_imports(server_configured=bool(cfg.server))  # before slixmpp loads
     from cvsmsg.direct import deliver
 
-    return Report(invalid + asyncio.run(deliver(cfg, spool, recipients, subject, text, user)))
+    return Report(invalid + asyncio.run(
+        deliver(cfg, spool, recipients, subject, text, user, rooms)))

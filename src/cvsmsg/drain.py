@@ -27,6 +27,7 @@ from cvsmsg.errors import (
     CvsmsgError,
     DeadlineError,
     MessageRefused,
+    RoomError,
     SpoolError,
 )
 from cvsmsg.message import STANZA_OVERHEAD, Part, split_message, wire_size
@@ -42,6 +43,7 @@ from cvsmsg.sessions import (
 from cvsmsg.spool import DELIVER_LOCK, Claim, Entry, Spool, claimed
 
 if TYPE_CHECKING:
+    from cvsmsg.rooms import Room
     from cvsmsg.xmpp import XmppSession
 
 log = logging.getLogger(__name__)
@@ -130,8 +132,9 @@ class Drainer:
         return new
 
     def recipients(self) -> list[str]:
-        """Whom the messages we hold are for (they may subscribe to the bot)."""
-        return sorted({e.recipient for e in self.pending.values()})
+        """Whom the messages we hold are for (they may subscribe to the bot); rooms are
+        joined, never probed nor asked to subscribe."""
+        return sorted({e.recipient for e in self.pending.values() if not e.room})
 
     def unseen(self) -> bool:
         """True when the spool holds a message this drainer has never looked at."""
@@ -173,13 +176,17 @@ class Drainer:
         ready = [b for b in todo if force or b.ready_at <= now]
         waiting = [b.ready_at for b in todo if not (force or b.ready_at <= now)]
         stats.next_ready = min(waiting) if waiting else None
-        unknown = sorted({b.recipient for b in ready} - self._looked)
+        unknown = sorted({b.recipient for b in ready if not b.entries[0].room} - self._looked)
         if unknown:
             await self.session.presence_of(unknown)  # bounded by presence_grace
             self._looked.update(unknown)
         for batch in ready:
             if self.stopping():
                 break
+            if batch.entries[0].room:  # not presence-gated: joined (a direct run leaves it)
+                if not deliverable_only:
+                    await self._send_room(batch, stats)
+                continue
             decision = decide(self.session.view(batch.recipient), self.cfg.withhold_show)
             if decision.deliver:
                 await self._send(batch, stats)
@@ -196,7 +203,7 @@ class Drainer:
             limit = min(limit, self.learned_limit)
         return max(limit, MIN_STANZA_BYTES)
 
-    async def _send(self, batch: Batch, stats: DrainStats) -> None:
+    async def _send(self, batch: Batch, stats: DrainStats, room: Room | None = None) -> None:
         assert self.session is not None
         with claimed(self.spool, list(batch.ids)) as claims:
             if not claims:
@@ -208,11 +215,29 @@ class Drainer:
             budget = limit - STANZA_OVERHEAD - wire_size(batch.subject) - 64
             for digest in render(fresh, budget):
                 owned = [mine[i] for i in digest.ids]
-                await self._send_digest(batch, digest, owned, limit)
+                await self._send_digest(batch, digest, owned, limit, room)
                 self._record_delivery(batch.recipient, digest, owned, stats)
 
+    async def _send_room(self, batch: Batch, stats: DrainStats) -> None:
+        """A room's batch: join, send each digest (the room's echo confirms it), leave. A
+        room that will not have us keeps its messages queued, with the reason."""
+        assert self.session is not None
+        from cvsmsg.rooms import joined
+
+        try:
+            async with joined(self.session, self.cfg, batch.recipient,
+                              self.session.plan.step_timeout) as visit:
+                await self._send(batch, stats, visit)
+        except RoomError as exc:
+            self._withhold(batch, str(exc), stats, count=True)
+            log.warning("%s; %d message(s) stay queued", exc, len(batch.ids))
+        finally:  # the room's refusals were ours to handle, not a recipient's bounce
+            bounces = self.session.bounces
+            bounces[:] = [b for b in bounces if b.recipient != batch.recipient]
+
     async def _send_digest(
-        self, batch: Batch, digest: Digest, owned: list[Claim], limit: int
+        self, batch: Batch, digest: Digest, owned: list[Claim], limit: int,
+        room: Room | None = None,
     ) -> None:
         """Send one digest part by part, each confirmed; a failure records how much the
         server has (a retry sends only the rest) and, if the server refused it, that too."""
@@ -225,6 +250,11 @@ class Drainer:
         step = session.plan.step_timeout
         try:
             for part in parts:
+                if room is not None:
+                    await room.send(part)  # the room's echo is its confirmation
+                    done += len(part.body)
+                    confirmed += 1
+                    continue
                 session.send(batch.recipient, part.subject, part.body, batch.type)
                 try:
                     async with asyncio.timeout(step):
@@ -303,13 +333,17 @@ class Drainer:
         self.seen.add(entry.id)
         self._counted.add(entry.id)
 
-    def _withhold(self, batch: Batch, reason: str, stats: DrainStats) -> None:
+    def _withhold(
+        self, batch: Batch, reason: str, stats: DrainStats, *, count: bool = False
+    ) -> None:
+        """Keep `batch` queued with `reason` (attempts+1 once per session); `count`: a
+        failure (a room that would not have us), never dropped as a withheld one is."""
         stats.withheld[batch.recipient] = reason
         ids = [i for i in batch.ids if i not in self._counted]
         if not ids:
             return
-        drop = self.cfg.withheld == "drop"
-        if not drop and not self.count_attempts:
+        drop = self.cfg.withheld == "drop" and not count
+        if not drop and not (self.count_attempts or count):
             return
         now = self.clock()
         with claimed(self.spool, ids) as claims:

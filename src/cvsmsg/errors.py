@@ -39,6 +39,11 @@ class RecipientError(CvsmsgError, status=ExitStatus.RECIPIENT):
     """An invalid recipient address, or a message the server rejected."""
 
 
+class RoomError(CvsmsgError, status=ExitStatus.ROOM):
+    """A group-chat room the bot cannot join (members-only, banned, no such room, password)
+    or that refused the message: the message is queued for the room."""
+
+
 class SpoolError(CvsmsgError, status=ExitStatus.CONFIG):
     """The spool directory cannot be created, written or read: an installation problem."""
 

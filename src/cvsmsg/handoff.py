@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from cvsmsg.config import Config
 from cvsmsg.cvs import parse_notify
@@ -50,13 +50,15 @@ def cvs_user(text: str, env: Mapping[str, str]) -> str:
 
 def hand_off(
     cfg: Config, spool: Spool, recipients: list[str], subject: str, text: str, user: str,
-    env: Mapping[str, str],
+    env: Mapping[str, str], rooms: Sequence[str] = (),
 ) -> list[Outcome]:
-    """Queue `text` for each (valid, bare) recipient durably, then make sure someone
-    delivers it: `cvsmsg serve` if it runs, else the background deliverer."""
+    """Queue `text` for each (valid, bare) recipient and room durably, then make sure
+    someone delivers it: `cvsmsg serve` if it runs, else the background deliverer."""
     spool.ensure()
     for jid in recipients:
         spool.add(jid, subject, text, mtype=cfg.message_type, cvs_user=user)
+    for room in rooms:
+        spool.add(room, subject, text, mtype=cfg.message_type, cvs_user=user, room=True)
     how = BACKGROUND
     if spool.serve_running():
         how = SERVE
@@ -67,7 +69,8 @@ def hand_off(
         except OSError as exc:
             log.warning("cannot start the deliverer (%s): the message stays queued "
                         "for the next run or `cvsmsg flush`", exc.strerror or exc)
-    return [Outcome(jid, False, how, handed_off=True) for jid in recipients]
+    return ([Outcome(jid, False, how, handed_off=True) for jid in recipients]
+            + [Outcome(room, False, how, handed_off=True, room=True) for room in rooms])
 
 
 def start_deliverer(cfg: Config, spool: Spool, env: Mapping[str, str]) -> int | None:

@@ -286,9 +286,10 @@ def format_message(commit: Commit, user: str) -> tuple[str, str]:
     return subject, "\n".join(lines)
 
 
-def route(directory: str, rules: Iterable[LoginfoRule]) -> list[str]:
-    """Recipients for `directory`, CVS's way: the first regex that matches (or the
-    DEFAULT rule when none does), plus every ALL rule. Deduplicated, in config order."""
+def route(directory: str, rules: Iterable[LoginfoRule], *, rooms: bool = False) -> list[str]:
+    """Recipients (`rooms`: the rooms) for `directory`, CVS's way: the first regex that
+    matches (or the DEFAULT rule when none does), plus every ALL rule. Deduplicated, in
+    config order."""
     rules = list(rules)
     chosen = next(
         (r for r in rules if r.match not in ("ALL", "DEFAULT") and re.search(r.match, directory)),
@@ -297,5 +298,5 @@ def route(directory: str, rules: Iterable[LoginfoRule]) -> list[str]:
     selected = [r for r in rules if r is chosen or r.match == "ALL"]
     recipients: list[str] = []
     for rule in selected:
-        recipients += [jid for jid in rule.to if jid not in recipients]
+        recipients += [jid for jid in (rule.rooms if rooms else rule.to) if jid not in recipients]
     return recipients

@@ -130,6 +130,9 @@ TYPE = Option(("--type",), "message_type", choices=MESSAGE_TYPES,
               help="Message type (default: config 'type' or normal).")
 TO = Option(("--to",), "to", APPEND, metavar="JID",
             help="Also send to JID (repeatable), beside the config's [[loginfo]] rules.")
+ROOM = Option(("--room",), "rooms", APPEND, metavar="ROOM",
+              help="Also send to the group-chat room ROOM (room@service; repeatable): "
+                   "joined, not presence-gated.")
 DROP = Option(("--drop",), "drop", APPEND, metavar="ID",
               help="Remove the message ID (or a unique prefix of it); repeatable.")
 EXAMPLE = Option(("--example",), "example", FLAG,
@@ -142,9 +145,9 @@ LOCK_FD = Option(("--lock-fd",), "lock_fd", convert=whole_number, metavar="FD",
 CONNECTION = (CONFIG, SERVER, TIMEOUT)
 OUTPUT = (QUIET, VERBOSE, DEBUG)
 
-NOTIFY = Command("notify", (CONFIG, FILE, SUBJECT, TYPE, SERVER, TIMEOUT, *OUTPUT),
-                 Argument("recipients", "RECIPIENT...", required=True), reads_stdin=True)
-LOGINFO = Command("loginfo", (TO, TYPE, *CONNECTION, *OUTPUT),
+NOTIFY = Command("notify", (CONFIG, FILE, SUBJECT, TYPE, SERVER, TIMEOUT, *OUTPUT, ROOM),
+                 Argument("recipients", "RECIPIENT..."), reads_stdin=True)
+LOGINFO = Command("loginfo", (TO, TYPE, *CONNECTION, *OUTPUT, ROOM),
                   Argument("cvs_args", "DIRECTORY [NAME OLD NEW]..."),
                   interspersed=False, reads_stdin=True)
 CHECK = Command("check", (*CONNECTION, VERBOSE, DEBUG), Argument("jids", "[JID]..."))

@@ -148,3 +148,30 @@ def resolve_recipients(
         if jid not in valid:
             valid.append(jid)
     return valid, invalid
+
+
+def normalize_room(value: str) -> str:
+    """A group-chat room's bare JID (room@service), as `normalize_recipient` folds it; never
+    completed with `default_domain` (a room lives on its own service)."""
+    if "@" not in value:
+        shown = value.strip()
+        raise RecipientError(
+            f"room {shown if shown.isprintable() else repr(shown)!s} has no service: "
+            "write room@conference.example.org"
+        )
+    return normalize_recipient(value, None)
+
+
+def resolve_rooms(values: Iterable[str]) -> tuple[list[str], list[Outcome]]:
+    """Valid room JIDs (deduplicated, in order) and a failed Outcome for each invalid one."""
+    valid: list[str] = []
+    invalid: list[Outcome] = []
+    for value in values:
+        try:
+            jid = normalize_room(value)
+        except RecipientError as exc:
+            invalid.append(Outcome(value.strip(), False, str(exc), failed=True))  # exit 7
+            continue
+        if jid not in valid:
+            valid.append(jid)
+    return valid, invalid

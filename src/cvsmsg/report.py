@@ -31,6 +31,7 @@ class Outcome:
     reason: str
     failed: bool = False  # invalid address or rejected by the server
     handed_off: bool = False  # written to the spool for the deliverer or `cvsmsg serve`
+    room: bool = False  # a group-chat room (failed: it could not be joined; queued)
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,10 @@ class Report:
     @property
     def status(self) -> ExitStatus:
         """Failures outrank withholding; 0 only when everyone got it (or the spool has it)."""
-        if any(o.failed for o in self.outcomes):
+        if any(o.failed and not o.room for o in self.outcomes):
             return ExitStatus.RECIPIENT
+        if any(o.failed for o in self.outcomes):
+            return ExitStatus.ROOM
         if any(not o.delivered and not o.handed_off for o in self.outcomes):
             return ExitStatus.WITHHELD
         return ExitStatus.OK
@@ -56,7 +59,10 @@ def print_report(report: Report, quiet: bool, err: TextIO) -> ExitStatus:
             verb = "delivered to" if outcome.delivered else "withheld from"
             if outcome.handed_off:
                 verb = "queued for"
-            err.write(f"cvsmsg: {verb} {outcome.recipient}: {outcome.reason}\n")
+            if outcome.room:
+                verb += " room"
+            reason = f": {outcome.reason}" if outcome.reason else ""
+            err.write(f"cvsmsg: {verb} {outcome.recipient}{reason}\n")
     err.flush()
     return report.status
 

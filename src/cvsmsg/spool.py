@@ -27,6 +27,8 @@ The message format (sh-writable; header values are one line without control char
     time: <nanoseconds since the epoch>
     subject: <optional>            type: <optional: normal|chat|headline>
     attempts: <optional>           reason: <optional>       last-attempt: <optional ns>
+    refused: <optional>            sent: <optional>
+    room: 1                        (optional, written by Python only: a group-chat room)
     <empty line>
     <body bytes>
 
@@ -101,7 +103,7 @@ _SAFE = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # nonblock: a planted FIFO
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 _DIGITS = re.compile("[0-9]{1,20}")
 _FIELDS = ("recipient", "user", "time", "subject", "type", "attempts", "reason",
-           "last-attempt", "refused", "sent")
+           "last-attempt", "refused", "sent", "room")
 
 
 class BadMessage(ValueError):
@@ -176,6 +178,7 @@ class Entry:
     last_attempt: float | None = None
     refused: int = 0  # times the server closed the stream on it: set aside after a few
     sent: int = 0  # characters of the body the server already has (a retry sends the rest)
+    room: bool = False  # `recipient` is a group-chat room: joined, never presence-gated
 
     @property
     def queued(self) -> bool:
@@ -199,6 +202,8 @@ class Entry:
             lines.append(f"refused: {self.refused}")
         if self.sent:
             lines.append(f"sent: {self.sent}")
+        if self.room:
+            lines.append("room: 1")
         head = "\n".join(lines) + "\n\n"
         return head.encode("utf-8", "replace") + self.body.encode("utf-8", "replace") + b"\n"
 
@@ -264,10 +269,12 @@ def parse_message(entry_id: str, raw: bytes, defaults: Defaults, now: float) -> 
     except CvsmsgError as exc:
         raise BadMessage(str(exc)) from None
     subject = clean_line(fields["subject"]) if "subject" in fields else defaults.subject
+    if fields.get("room", "1") != "1":
+        raise BadMessage(f"bad room {fields['room'][:40]!r}")
     return Entry(
         entry_id, recipient, subject, text, mtype, fields.get("user", ""), created,
         counts["attempts"], fields.get("reason", ""), last_attempt, counts["refused"],
-        min(counts["sent"], len(text)),
+        min(counts["sent"], len(text)), room="room" in fields,
     )
 
 
@@ -500,7 +507,7 @@ class Spool:
     def add(
         self, recipient: str, subject: str, body: str, *, mtype: str = "normal",
         cvs_user: str = "", attempts: int = 0, reason: str = "", created: float | None = None,
-        refused: int = 0, sent: int = 0,
+        refused: int = 0, sent: int = 0, room: bool = False,
     ) -> Entry:
         """Queue one message durably; it is in the spool, fsynced, when this returns.
         Header values are made one-line; the Entry returned is what `read` gives back."""
@@ -510,7 +517,7 @@ class Spool:
         entry = Entry(
             new_id(ns), _one_line(recipient), clean_line(subject), body, _one_line(mtype),
             _one_line(cvs_user), now, attempts, _one_line(reason), now if attempts else None,
-            refused, sent,
+            refused, sent, room,
         )
         return self._write_new(entry)
 

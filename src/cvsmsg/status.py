@@ -14,5 +14,6 @@ class ExitStatus(IntEnum):
     CONNECT = 5  # could not connect, TLS failure, no TLS offered
     TIMEOUT = 6  # a deadline ran out
     RECIPIENT = 7  # invalid recipient, or the server rejected the message
+    ROOM = 8  # a room could not be joined (the message is queued for it)
     WITHHELD = 10  # withheld from at least one recipient (offline/dnd), nothing failed
     INTERRUPTED = 130  # Ctrl-C (SIGINT), as shells report 128 + 2

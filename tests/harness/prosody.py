@@ -68,6 +68,9 @@ class Prosody:
         "roster", "saslauth", "tls", "disco", "ping", "posix", "smacks", "offline"
     )
     proc: subprocess.Popen[bytes] | None = None
+    # A group-chat service (XEP-0045, mod_muc) on this component domain; anyone may create
+    # rooms there (a test client creates and configures the rooms it needs).
+    muc_domain: str | None = None
 
     @property
     def config(self) -> Path:
@@ -109,7 +112,9 @@ log = {{ {{ levels = {{ min = "info" }}, to = "file", filename = "{self.log}" }}
 ssl = {{ key = "{certs}/server.key"; certificate = "{certs}/server.pem" }}
 {self.extra_config}
 VirtualHost "{self.domain}"
-""" + "".join(f'VirtualHost "{d}"\n' for d in self.extra_domains))
+""" + "".join(f'VirtualHost "{d}"\n' for d in self.extra_domains) + (
+            f'Component "{self.muc_domain}" "muc"\n    restrict_room_creation = false\n'
+            if self.muc_domain else ""))
 
     def start(self, timeout: float = 15.0) -> None:
         if shutil.which("prosody") is None:

@@ -212,6 +212,61 @@ class Person:
         self.loops.run(go())
         return seen
 
+    def join_room(
+        self, room: str, nick: str, resource: str = "desk", **config: object
+    ) -> list[Received]:
+        """Join the group-chat `room` as `nick`, creating it when it does not exist, and
+        configure it as its owner with `config` (e.g. `membersonly=True`; this also unlocks
+        a new room). The returned list fills in with each groupchat message the
+        room relays from then on (sender = the occupant's nick)."""
+        client = self.clients[resource]
+        got: list[Received] = []
+
+        def on_groupchat(msg: Any) -> None:
+            if msg["from"].bare == room and msg["type"] == "groupchat" and msg["body"]:
+                with self._lock:
+                    got.append(Received(msg["from"].resource, msg["subject"], msg["body"],
+                                        "groupchat", resource))
+
+        async def go() -> None:
+            if "xep_0045" not in client.plugin:
+                client.register_plugin("xep_0045")
+            await client.plugin["xep_0045"].join_muc_wait(
+                slixmpp.JID(room), nick, maxstanzas=0, timeout=10)
+            await self._configure_room(client, room, config)
+            client.add_event_handler("message", on_groupchat)
+
+        self.loops.run(go())
+        return got
+
+    def configure_room(
+        self, room: str, resource: str = "desk", members: tuple[str, ...] = (),
+        **config: object,
+    ) -> None:
+        """As the room's owner: change its configuration (`membersonly=False`) and make
+        `members` members."""
+        client = self.clients[resource]
+
+        async def go() -> None:
+            if config:
+                await self._configure_room(client, room, config)
+            for jid in members:
+                await client.plugin["xep_0045"].set_affiliation(room, "member", jid=jid,
+                                                                timeout=10)
+
+        self.loops.run(go())
+
+    @staticmethod
+    async def _configure_room(
+        client: slixmpp.ClientXMPP, room: str, config: dict[str, object]
+    ) -> None:
+        form = client.plugin["xep_0004"].make_form(ftype="submit")
+        form.add_field(var="FORM_TYPE", ftype="hidden",
+                       value="http://jabber.org/protocol/muc#roomconfig")
+        for name, value in config.items():
+            form.add_field(var=f"muc#roomconfig_{name}", value=value)
+        await client.plugin["xep_0045"].set_room_config(room, form, timeout=10)
+
     def wait_messages(self, count: int = 1, timeout: float = 5.0) -> list[Received]:
         """Messages received so far, waiting up to `timeout` for at least `count`."""
         import time
