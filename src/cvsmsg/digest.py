@@ -11,11 +11,32 @@ queued (withheld or failed before) are not held back again.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from cvsmsg.message import wire_size
 from cvsmsg.spool import Entry
+
+# After a refusal a digest holds at most this many notifications, a quarter as many after
+# each further one (64, 16, 4, then alone): a notification the server never takes is found
+# in a few refusals, while the others still go out as digests.
+REFUSED_DIGEST = 64
+
+
+def most_together(refused: int) -> int | None:
+    """How many notifications refused `refused` times may share a digest (None: any)."""
+    if refused <= 0:
+        return None
+    return max(REFUSED_DIGEST >> min(2 * (refused - 1), 16), 1)
+
+
+def refused_level(refused: int, together: int) -> int:
+    """The refusal count of each notification of a refused digest of `together`: high
+    enough that the retry splits it (a refused digest of 3 goes alone at once)."""
+    level = refused + 1
+    while together > 1 and (most_together(level) or together) >= together:
+        level += 1
+    return level
 
 
 @dataclass(frozen=True)
@@ -42,18 +63,26 @@ class Digest:
     ids: tuple[str, ...]
 
 
-def batches(entries: Iterable[Entry], window: float, max_wait: float) -> list[Batch]:
-    """Group into bursts per (recipient, subject, type); `window` <= 0 never coalesces."""
-    runs: dict[tuple[str, str, str], list[list[Entry]]] = {}
+def batches(
+    entries: Iterable[Entry], window: float, max_wait: float,
+    seen_at: Mapping[str, float] | None = None,
+) -> list[Batch]:
+    """Group into bursts per (recipient, subject, type); `window` <= 0 never coalesces.
+    `seen_at`: when the caller first saw each message; readiness counts from the earlier
+    of that and its `time`, so a writer's clock that was ahead delays nothing."""
+    runs: dict[tuple[str, str, str, int], list[list[Entry]]] = {}
     for entry in sorted(entries, key=lambda e: e.id):
-        key = (entry.recipient, entry.subject, entry.type)
+        # refused notifications go together only with others refused as often, fewer each time
+        key = (entry.recipient, entry.subject, entry.type, entry.refused)
         group = runs.setdefault(key, [])
-        if entry.refused or entry.sent:
-            # the server refused it, or has part of it: it goes alone (and starts no burst)
+        most = most_together(entry.refused)
+        if entry.sent or most == 1:
+            # the server has part of it, or refused it too often: it goes alone
             group += [[entry], []]
             continue
         if (
             group and group[-1] and window > 0
+            and (most is None or len(group[-1]) < most)
             and entry.created - group[-1][-1].created <= window
             and entry.created - group[-1][0].created <= max_wait
         ):
@@ -61,7 +90,7 @@ def batches(entries: Iterable[Entry], window: float, max_wait: float) -> list[Ba
         else:
             group.append([entry])
     result = [
-        Batch(key[0], key[1], key[2], tuple(run), _ready_at(run, window, max_wait))
+        Batch(key[0], key[1], key[2], tuple(run), _ready_at(run, window, max_wait, seen_at or {}))
         for key, group in runs.items()
         for run in group
         if run
@@ -69,13 +98,19 @@ def batches(entries: Iterable[Entry], window: float, max_wait: float) -> list[Ba
     return sorted(result, key=lambda b: b.entries[0].id)
 
 
-def _ready_at(run: list[Entry], window: float, max_wait: float) -> float:
+def _ready_at(
+    run: list[Entry], window: float, max_wait: float, seen_at: Mapping[str, float]
+) -> float:
     """The burst is over once its newest fresh message is `window` old; messages already
     queued (withheld before, or failed) were held long enough: they are ready now."""
     fresh = [e for e in run if not e.queued]
     if not fresh:
         return 0.0
-    return min(fresh[-1].created + max(window, 0.0), fresh[0].created + max_wait)
+
+    def when(entry: Entry) -> float:
+        return min(entry.created, seen_at.get(entry.id, entry.created))
+
+    return min(when(fresh[-1]) + max(window, 0.0), when(fresh[0]) + max_wait)
 
 
 def local_time(ts: float) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from cvsmsg.config import Config, format_duration
-from cvsmsg.digest import Batch, Digest, batches, render
+from cvsmsg.digest import Batch, Digest, batches, refused_level, render
 from cvsmsg.errors import (
     SESSION_LOST,
     AuthError,
@@ -30,7 +30,7 @@ from cvsmsg.errors import (
     RoomError,
     SpoolError,
 )
-from cvsmsg.message import STANZA_OVERHEAD, Part, split_message, wire_size
+from cvsmsg.message import STANZA_OVERHEAD, Part, split_message, subject_room, wire_size
 from cvsmsg.policy import decide
 from cvsmsg.sessions import (
     DELIVERER,
@@ -54,8 +54,8 @@ COALESCE_MAX_WAIT = 60.0
 LINGER_SECONDS = 2.0
 # How often a waiting drainer looks at the spool even without a wake-up.
 POLL_SECONDS = 0.5
-# A message the server refused this many times, alone, is set aside (ID.bad).
-MAX_REFUSALS = 4
+# A message the server refused this many times, the last one alone, is set aside (ID.bad).
+MAX_REFUSALS = 6
 MIN_STANZA_BYTES = 4096  # as the config's floor for max_stanza_bytes
 # The background deliverer retries connecting this long before it leaves the messages
 # for the next run (each run is cheap to start again; a stuck one is not).
@@ -100,6 +100,7 @@ class Drainer:
         self.clock = clock
         self.pending: dict[str, Entry] = {}
         self.seen: set[str] = set()
+        self.first_seen: dict[str, float] = {}  # clock() when refresh first read each id
         self._counted: set[str] = set()  # attempts counted in this session
         self._looked: set[str] = set()  # recipients whose presence we waited for
         self.learned_limit: int | None = None  # below the stanza the server last refused
@@ -123,9 +124,13 @@ class Drainer:
         # An id never comes back once its file is gone: forget it (serve runs for months).
         self.seen &= current
         self._counted &= current
+        for gone in set(self.first_seen) - current:
+            del self.first_seen[gone]
         new = [i for i in ids if i not in self.seen]
+        now = self.clock()
         for entry_id in new:
             self.seen.add(entry_id)
+            self.first_seen.setdefault(entry_id, now)
             entry = self.spool.read(entry_id)
             if entry is not None:
                 self.pending[entry_id] = entry
@@ -172,7 +177,8 @@ class Drainer:
         stats = DrainStats() if stats is None else stats
         self.expire(stats)
         now = self.clock()
-        todo = batches(self.pending.values(), self.cfg.coalesce_seconds, COALESCE_MAX_WAIT)
+        todo = batches(self.pending.values(), self.cfg.coalesce_seconds, COALESCE_MAX_WAIT,
+                       self.first_seen)
         ready = [b for b in todo if force or b.ready_at <= now]
         waiting = [b.ready_at for b in todo if not (force or b.ready_at <= now)]
         stats.next_ready = min(waiting) if waiting else None
@@ -212,7 +218,8 @@ class Drainer:
             fresh = Batch(batch.recipient, batch.subject, batch.type,
                           tuple(c.entry for c in claims), batch.ready_at)
             limit = self.stanza_limit(max(c.entry.refused for c in claims))
-            budget = limit - STANZA_OVERHEAD - wire_size(batch.subject) - 64
+            subject = min(wire_size(batch.subject), subject_room(limit))
+            budget = limit - STANZA_OVERHEAD - subject - 64
             for digest in render(fresh, budget):
                 owned = [mine[i] for i in digest.ids]
                 await self._send_digest(batch, digest, owned, limit, room)
@@ -305,32 +312,34 @@ class Drainer:
         refusal on each message, and set aside one that keeps being refused alone."""
         if unsent:
             size = wire_size(unsent[0].body) + wire_size(unsent[0].subject) + STANZA_OVERHEAD
-            learned = max(size // 2, MIN_STANZA_BYTES)
-            if self.learned_limit is None or learned < self.learned_limit:
+            learned = size // 2
+            # a small stanza refused says nothing about size (its content, rather)
+            if learned >= MIN_STANZA_BYTES and (
+                self.learned_limit is None or learned < self.learned_limit
+            ):
                 self.learned_limit = learned
                 log.warning("the server refused a %d-byte message: sending at most %d bytes "
                             "per stanza from now on", size, learned)
-        now = self.clock()
         for claim in owned:
             entry = claim.entry
-            refused = entry.refused + 1
+            refused = refused_level(entry.refused, len(owned))
             if refused >= MAX_REFUSALS and len(owned) == 1:
-                log.error("message %s for %s refused by the server %d times: set aside (%s)",
-                          entry.id, entry.recipient, refused, reason)
-                self.spool.set_aside(entry.id, f"refused {refused} times: {reason}")
+                log.error("message %s for %s refused by the server %d times: set aside as "
+                          "%s.bad (%s)", entry.id, entry.recipient, refused, entry.id, reason)
+                self.spool.set_aside(entry.id)
                 self.pending.pop(entry.id, None)
                 continue
+            # not `attempts`/`reason`: retried at once, it is not late (no note for the reader)
             sent = entry.sent + done if len(owned) == 1 else entry.sent
-            self._replace(entry.id, claim.update(
-                refused=refused, attempts=entry.attempts + 1, reason=reason, last_attempt=now,
-                sent=min(sent, len(entry.body)),
-            ))
+            self._replace(entry.id, claim.update(refused=refused,
+                                                 sent=min(sent, len(entry.body))))
 
     def _replace(self, old_id: str, entry: Entry) -> None:
         """A rewritten message (in a sticky spool it may have a new id)."""
         self.pending.pop(old_id, None)
         self.pending[entry.id] = entry
         self.seen.add(entry.id)
+        self.first_seen[entry.id] = self.first_seen.pop(old_id, self.clock())
         self._counted.add(entry.id)
 
     def _withhold(

@@ -92,6 +92,24 @@ def _chunks(text: str, budget: int, most: int) -> tuple[list[str], int]:
     return chunks, len(text[pos:].encode("utf-8"))  # exact pieces: joined, the text
 
 
+def subject_room(max_stanza_bytes: int) -> int:
+    """Wire bytes a subject may take: half of what a stanza leaves (at the 4096-byte floor
+    of max_stanza_bytes, 992 bytes, and still 1024 for the body)."""
+    return (max_stanza_bytes - STANZA_OVERHEAD) // 2 - 32
+
+
+def fit_subject(subject: str, max_stanza_bytes: int) -> str:
+    """The subject as one clean line, cut (with a log line) if it would not leave room for
+    the body: a long subject never makes a message undeliverable."""
+    subject = clean_line(subject)
+    room = subject_room(max_stanza_bytes)
+    if wire_size(subject) <= room:
+        return subject
+    log.warning("subject longer than %d bytes (half a stanza of max_stanza_bytes %d): cut",
+                room, max_stanza_bytes)
+    return subject[:_fitting_end(subject, 0, room - 3)] + "\u2026"
+
+
 def split_message(
     subject: str, body: str, max_stanza_bytes: int, max_parts: int
 ) -> list[Part]:
@@ -99,7 +117,7 @@ def split_message(
 
     Anything cut is said so in the last part and in the log, never silently.
     """
-    subject = clean_line(subject)
+    subject = fit_subject(subject, max_stanza_bytes)
     budget = max_stanza_bytes - STANZA_OVERHEAD - wire_size(subject) - 32
     if budget < 1024:
         raise UsageError(f"max_stanza_bytes {max_stanza_bytes} leaves no room for a message")

@@ -99,7 +99,7 @@ def print_queue(spool: Spool, out: TextIO, now: float) -> None:
         out.write(f"no messages queued in {spool.path}\n")
     bad = sorted(spool.path.glob(f"*{BAD_SUFFIX}")) if spool.exists() else []
     if bad:
-        out.write(f"{len(bad)} unreadable file(s) set aside: {', '.join(p.name for p in bad)}\n")
+        out.write(f"{len(bad)} file(s) set aside, never sent: {', '.join(p.name for p in bad)}\n")
     serve_pid = spool.holder(SERVE_LOCK) if spool.serve_running() else None
     if serve_pid:
         out.write(f"cvsmsg serve is running (pid {serve_pid})\n")

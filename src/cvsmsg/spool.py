@@ -656,17 +656,19 @@ class Spool:
         """Every valid queued message, oldest first."""
         return [e for e in (self.read(i) for i in self.ids()) if e is not None]
 
-    def set_aside(self, entry_id: str, why: str) -> None:
-        """Never send this message again: ID.bad, listed by `cvsmsg queue`, one log line
-        (a message the server keeps refusing must not hold the others back)."""
-        self._quarantine(entry_id, why)
+    def set_aside(self, entry_id: str) -> None:
+        """Never send this message again: ID.bad, listed by `cvsmsg queue` (a message the
+        server keeps refusing must not hold the others back). The caller logs the line."""
+        self._quarantine(entry_id, "", quiet=True)
 
-    def _quarantine(self, entry_id: str, why: str) -> None:
+    def _quarantine(self, entry_id: str, why: str, *, quiet: bool = False) -> None:
         """Rename ID.msg to ID.bad (rename never follows a link) with one log line."""
         path = self.file_of(entry_id)
         bad = path.with_suffix(BAD_SUFFIX)
         try:
             os.rename(path, bad)
+            if quiet:
+                return
         except FileNotFoundError:
             return
         except OSError as exc:

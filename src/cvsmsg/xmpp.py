@@ -251,6 +251,17 @@ class XmppSession:
         text = error["text"]
         self._stream_error = f"{condition}{': ' + text if text else ''}"
         log.debug("stream error: %s", self._stream_error)
+        if condition in REFUSAL_CONDITIONS and self._started.done():
+            # Fail now, not at the disconnect: Prosody sends a last XEP-0198 ack just before
+            # this error, and that ack counts the stanza it refused as handled.
+            self._fail(self._refused(f" ({self._stream_error})"))
+
+    @staticmethod
+    def _refused(detail: str) -> MessageRefused:
+        return MessageRefused(
+            f"the server rejected the message and closed the stream{detail}; "
+            "if it was too large, lower max_stanza_bytes"
+        )
 
     def _on_disconnected(self, _reason: Any) -> None:
         if self._closing:
@@ -262,10 +273,7 @@ class XmppSession:
         if condition in REFUSAL_CONDITIONS and self._started.done():
             # Prosody's answer to a stanza over c2s_stanza_size_limit (or to one it cannot
             # parse): the message's fault, not the connection's.
-            self._fail(MessageRefused(
-                f"the server rejected the message and closed the stream{detail}; "
-                "if it was too large, lower max_stanza_bytes"
-            ))
+            self._fail(self._refused(detail))
             return
         self._fail(ConnectError(
             f"{self._where()} closed the connection while {self.phase}{detail}"
@@ -504,6 +512,9 @@ class XmppSession:
         await self._race(compat.send_queue_written(client))
         if not await compat.wait_acked(client, self._race):
             await self._race(self._ping_server())
+        await asyncio.sleep(0)  # an error that came with the answer (see _on_stream_error)
+        if self._failure.done():
+            self._failure.result()  # raises
 
     @property
     def max_stanza_bytes(self) -> int:
