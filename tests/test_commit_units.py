@@ -215,3 +215,15 @@ def test_records_of_aborted_commits_go_after_an_hour(tmp_path, spool_dir):
     run("commitinfo", "--config", str(config), "proj", env={"CVS_PID": "3"})
     left = set(commits_dir.iterdir())
     assert old not in left and recent in left and len(left) == 2
+
+
+def test_example_viewer_templates_load(tmp_path):
+    """Each viewer line of examples/config.toml, uncommented, is a valid template."""
+    example = Path(__file__).resolve().parent.parent / "examples" / "config.toml"
+    lines = [line[2:] for line in example.read_text().splitlines()
+             if line.startswith(("# viewer_url =", "# viewer_file_url ="))]
+    assert len(lines) == 4
+    for line in lines:
+        key, _, value = line.partition(" = ")
+        cfg = load_config(write_config(tmp_path / "c.toml", **{key: value}), {})
+        assert getattr(cfg, key) == value.strip('"')
