@@ -146,6 +146,22 @@ def _loginfo() -> None:
     """
 
 
+@_command("commitinfo")
+def _commitinfo() -> None:
+    """Record a commit's directories, so that loginfo sends one message per commit
+    (CVSROOT/commitinfo).
+
+    \b
+    In CVSROOT/commitinfo:  ALL cvsmsg commitinfo %p
+    In CVSROOT/loginfo:     ALL cvsmsg loginfo %p %{sVv}
+
+    CVS runs it for every directory of a commit before anything is written; `cvsmsg
+    loginfo` then collects each directory's files and, at the last one, sends one
+    message. Always exits 0 (a failing commitinfo would abort the commit): problems are
+    reported on stderr, and loginfo then sends one message per directory.
+    """
+
+
 @_command("check", CHECK_EXIT_CODES_HELP)
 def _check() -> None:
     """Check the setup and say why someone would not be notified.

@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cvsmsg import logs
+from cvsmsg.errors import CvsmsgError
 from cvsmsg.inputs import read_file, read_stdin
 from cvsmsg.report import print_dropped, print_flush, print_queue, print_report
 from cvsmsg.status import ExitStatus
@@ -20,9 +21,11 @@ from cvsmsg.status import ExitStatus
 TYPE_CHECKING = False  # no `typing` at run time: the fast path's start-up
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
+    from pathlib import Path
     from typing import IO, Any, TextIO
 
     from cvsmsg.config import Config
+    from cvsmsg.loginfo import Commit
     from cvsmsg.spool import Spool
 
     Options = Mapping[str, Any]
@@ -75,23 +78,111 @@ def loginfo(opts: Options, io: Io) -> ExitStatus:
     raw = read_stdin(io.stdin, NO_LOG_TEXT)
 
     from cvsmsg.account import unix_name
-    from cvsmsg.loginfo import committer, format_message, parse_loginfo, route
+    from cvsmsg.loginfo import Layout, committer, followers, format_commit, parse_loginfo, route
     from cvsmsg.message import clean_text
 
     # Arguments are bytes to CVS: a name that is not UTF-8 is shown with U+FFFD.
     args = [os.fsencode(a).decode("utf-8", "replace") for a in opts["cvs_args"]]
     text = raw.replace(b"\0", b"").decode("utf-8", "replace")
     commit = parse_loginfo(args, text, io.environ.get("CVSROOT"))
+    user = committer(io.environ, unix_name())
+    commits = _commit_parts(opts, io, commit, args, text, user)
+    if not commits:
+        return ExitStatus.OK  # more directories of this commit to come
     cfg = _config(opts, io, message_type=opts["message_type"], server=opts["server"],
                   timeout=opts["timeout"])
-    recipients = [*opts["to"], *route(commit.directory, cfg.loginfo)]
-    rooms = [*opts["rooms"], *route(commit.directory, cfg.loginfo, rooms=True)]
-    if not recipients and not rooms:
+    groups = followers(commits, opts["to"], cfg.loginfo)
+    rooms = list(dict.fromkeys([
+        *opts["rooms"], *(room for c in commits for room in route(c.directory, cfg.loginfo,
+                                                                   rooms=True)),
+    ]))
+    if not groups and not rooms:
         log.info("nothing to send for %s: no [[loginfo]] rule names anyone and no --to",
-                 commit.directory)
+                 ", ".join(c.directory for c in commits))
         return ExitStatus.OK
-    subject, body = format_message(commit, committer(io.environ, unix_name()))
-    return _send(cfg, recipients, subject, clean_text(body.encode("utf-8")), opts, io, rooms)
+    from cvsmsg.dispatch import dispatch
+    from cvsmsg.report import Report
+
+    layout = Layout(cfg.viewer_url, cfg.viewer_file_url, cfg.max_files)
+    outcomes = []
+    failure: CvsmsgError | None = None
+    sends = [(recipients, theirs, ()) for recipients, theirs in groups]
+    if rooms:  # a room reads the whole commit
+        sends.append(([], commits, tuple(rooms)))
+    for recipients, theirs, room_values in sends:
+        subject, body = format_commit(theirs, user, layout)
+        try:
+            outcomes += dispatch(cfg, recipients, subject, clean_text(body.encode("utf-8")),
+                                 io.environ, list(room_values)).outcomes
+        except CvsmsgError as exc:
+            # Followers of other directories get their own message: after one session
+            # failed, the rest go to the spool (no second wait); the error is the run's.
+            failure = failure or exc
+            cfg = replace(cfg, delivery="background")
+    status = print_report(Report(outcomes), opts["quiet"], io.stderr)
+    if failure is not None:
+        raise failure
+    return status
+
+
+def _commit_parts(opts: Options, io: Io, commit: Commit, args: list[str], text: str,
+                  user: str) -> list[Commit]:
+    """Every directory of the commit when this run is its last (commitinfo recorded
+    them); [] when more are to come; this directory alone without a record."""
+    from cvsmsg.loginfo import COMMIT, parse_loginfo
+
+    if commit.kind != COMMIT:
+        return [commit]  # import, new directory: CVS runs no commitinfo for those
+    from cvsmsg.commits import Part, add_part, commit_key
+
+    spool, _shared = _spool_location(opts, io)
+    try:
+        parts = add_part(spool, commit_key(io.environ, user), commit.directory,
+                         commit.log.update_of, Part(tuple(args), text))
+    except CvsmsgError as exc:
+        log.warning("%s: sending %s on its own", exc, commit.directory)
+        return [commit]
+    if parts is None:
+        return [commit]
+    if not parts:
+        log.info("%s recorded; the commit's last directory sends the message",
+                 commit.directory)
+        return []
+    cvsroot = io.environ.get("CVSROOT")
+    return [parse_loginfo(list(p.args), p.text, cvsroot) for p in parts]
+
+
+def commitinfo(opts: Options, io: Io) -> ExitStatus:
+    """Record a directory of a commit for `loginfo` (CVSROOT/commitinfo); never fails
+    a commit (`cvsmsg.main` turns every error into exit 0)."""
+    _log_to_stderr(opts, io)
+    from cvsmsg.errors import UsageError
+
+    if not opts["cvs_args"]:
+        raise UsageError("no directory from CVS: use 'ALL cvsmsg commitinfo %p' "
+                         "in CVSROOT/commitinfo")
+    from cvsmsg.account import unix_name
+    from cvsmsg.commits import commit_key, record_directory, relative_directory
+    from cvsmsg.loginfo import committer
+
+    directory = relative_directory(
+        os.fsencode(opts["cvs_args"][0]).decode("utf-8", "replace"), io.environ)
+    spool, shared = _spool_location(opts, io)
+    record_directory(spool, shared, commit_key(io.environ, committer(io.environ, unix_name())),
+                     directory)
+    return ExitStatus.OK
+
+
+def _spool_location(opts: Options, io: Io) -> tuple[Path, bool]:
+    """The spool directory (and whether it is shared), without reading the password."""
+    from cvsmsg.config import peek_spool_settings
+    from cvsmsg.spool import resolve_spool_dir
+
+    settings = peek_spool_settings(opts["config_path"], io.environ)
+    path, shared, warning = resolve_spool_dir(settings.get("spool_dir"), io.environ)
+    if warning:
+        log.warning("%s", warning)
+    return path, shared
 
 
 def check(opts: Options, io: Io) -> ExitStatus:
@@ -206,7 +297,7 @@ def config(opts: Options, io: Io) -> ExitStatus:
 # Each command's body, by name: what `cvsmsg.main` runs after either parser.
 BODIES: dict[str, Callable[[Options, Io], ExitStatus]] = {
     "notify": notify, "loginfo": loginfo, "check": check, "flush": flush, "serve": serve,
-    "queue": queue, "deliver": deliver,
+    "queue": queue, "deliver": deliver, "commitinfo": commitinfo,
 }
 BODIES["config"] = config
 

@@ -36,6 +36,9 @@ PRESENCE_MODES = ("probe", "announce")
 DEFAULT_ANNOUNCE_INTERVAL = 600.0
 DEFAULT_TIMEOUT = 10.0
 MIN_TIMEOUT = 0.5  # below this not even a loopback login completes
+# The placeholders of viewer_url / viewer_file_url, each URL-quoted when filled in.
+VIEWER_FIELDS = ("path", "file", "old", "new", "rev")
+DEFAULT_MAX_FILES = 50  # a commit message lists this many files, then "… and N more files"
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,10 @@ class Config:
     max_roster: int = DEFAULT_MAX_ROSTER
     password_source: str = ""  # where the password came from, for `cvsmsg check`
     room_nick: str | None = None  # the nick in group-chat rooms; None: the JID's localpart
+    # Commit messages (loginfo): web-viewer link templates, and how many files are listed.
+    viewer_url: str = ""
+    viewer_file_url: str = ""
+    max_files: int = DEFAULT_MAX_FILES
 
     @property
     def allowed_subscribers(self) -> tuple[str, ...]:
@@ -206,6 +213,8 @@ _KNOWN_KEYS = {
 _KNOWN_KEYS |= {"room_nick"}
 _SPOOL_KEYS = {"spool_dir", "withheld", "delivery", "queue_max_age", "coalesce_seconds"}
 _KNOWN_KEYS |= _SPOOL_KEYS
+_COMMIT_MESSAGE_KEYS = {"viewer_url", "viewer_file_url", "max_files"}
+_KNOWN_KEYS |= _COMMIT_MESSAGE_KEYS
 
 # Largest first: the one table for reading and for showing durations.
 DURATION_UNITS = (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
@@ -273,6 +282,40 @@ def _spool_settings(
             raise ConfigError(f"{where}: 'coalesce_seconds' must be at least 0")
         settings["coalesce_seconds"] = float(coalesce)
     return settings
+
+
+def _viewer_template(data: Mapping[str, Any], key: str, where: str) -> str:
+    """A viewer_url-style template: only the known placeholders, no format specs."""
+    import string
+
+    template = _expect(data, key, str, where) or ""
+    try:
+        fields = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: '{key}' is not a valid template: {exc} "
+                          "(write a literal brace as {{ or }})") from None
+    for _text, name, spec, conversion in fields:
+        if name is None:
+            continue
+        if name not in VIEWER_FIELDS or spec or conversion:
+            shown = "{" + name + (f"!{conversion}" if conversion else "") + (
+                f":{spec}" if spec else "") + "}"
+            raise ConfigError(
+                f"{where}: '{key}' has an unknown placeholder {shown}: use "
+                + ", ".join("{" + f + "}" for f in VIEWER_FIELDS))
+    return template
+
+
+def _commit_message_settings(data: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The keys that shape loginfo's commit message."""
+    max_files = _expect(data, "max_files", int, where)
+    if max_files is not None and max_files < 1:
+        raise ConfigError(f"{where}: 'max_files' must be at least 1")
+    return {
+        "viewer_url": _viewer_template(data, "viewer_url", where),
+        "viewer_file_url": _viewer_template(data, "viewer_file_url", where),
+        "max_files": DEFAULT_MAX_FILES if max_files is None else max_files,
+    }
 
 
 def _expect(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -500,4 +543,5 @@ def load_config(
         max_roster=int(number("max_roster", DEFAULT_MAX_ROSTER, 0)),
         password_source=password_source,
         room_nick=_room_nick(data, where),
+        **_commit_message_settings(data, where),
     )

@@ -230,6 +230,31 @@ def committer(env: Mapping[str, str], account_name: str | None = None) -> str:
     return account_name or "unknown user"
 
 
+@dataclass(frozen=True)
+class Layout:
+    """How a commit message is laid out: web-viewer links and how many files it lists.
+
+    `viewer_url` makes a diff link for each modified file, `viewer_file_url` a link for
+    each added or removed one (templates with VIEWER_FIELDS; see config). Past
+    `max_files` the list ends with `… and N more files`."""
+
+    viewer_url: str = ""
+    viewer_file_url: str = ""
+    max_files: int | None = None
+
+
+def viewer_link(template: str, directory: str, change: FileChange) -> str:
+    """`template` filled in for one file: {path} the repository-relative directory,
+    {file} its name, {old}/{new} the revisions ("" for none), {rev} the one it has."""
+    from urllib.parse import quote
+
+    return template.format_map({
+        "path": quote(directory, safe="/"), "file": quote(change.name, safe=""),
+        "old": quote(change.old or "", safe=""), "new": quote(change.new or "", safe=""),
+        "rev": quote(change.new or change.old or "", safe=""),
+    })
+
+
 def _file_line(change: FileChange) -> str:
     if change.change == "added":
         return f"  {change.name} {change.new}"
@@ -238,15 +263,48 @@ def _file_line(change: FileChange) -> str:
     return f"  {change.name} {change.old} -> {change.new}"
 
 
-def _file_groups(commit: Commit) -> list[str]:
-    """`Added:` / `Modified:` / `Removed:` with one indented line per file."""
+class _Budget:
+    """How many more files a message may list; counts the ones left out."""
+
+    def __init__(self, most: int | None) -> None:
+        self.left = most
+        self.skipped = 0
+
+    def take(self) -> bool:
+        if self.left is None:
+            return True
+        if self.left > 0:
+            self.left -= 1
+            return True
+        self.skipped += 1
+        return False
+
+    def note(self) -> list[str]:
+        if not self.skipped:
+            return []
+        return [f"… and {self.skipped} more file{'s' if self.skipped != 1 else ''}"]
+
+
+def _file_groups(commit: Commit, layout: Layout | None = None,
+                 budget: _Budget | None = None) -> list[str]:
+    """`Added:` / `Modified:` / `Removed:` with one indented line per file (and its
+    viewer link on the next line), as many files as `budget` allows."""
+    layout = layout or Layout()
+    budget = budget or _Budget(None)
     groups: dict[str, list[str]] = {"added": [], "modified": [], "removed": []}
     if commit.files:
         for change in commit.files:
+            if not budget.take():
+                continue
             groups[change.change].append(_file_line(change))
+            template = layout.viewer_url if change.change == "modified" else (
+                layout.viewer_file_url)
+            if template:
+                groups[change.change].append(
+                    "    " + viewer_link(template, commit.directory, change))
     else:  # no revisions in the arguments (`%p` alone): the names from the text
         for kind, names in commit.log.sections.items():
-            groups[kind] += [f"  {name}" for name in names]
+            groups[kind] += [f"  {name}" for name in names if budget.take()]
     lines: list[str] = []
     for kind, entries in groups.items():
         if entries:
@@ -254,7 +312,7 @@ def _file_groups(commit: Commit) -> list[str]:
     return lines
 
 
-def format_message(commit: Commit, user: str) -> tuple[str, str]:
+def format_message(commit: Commit, user: str, layout: Layout | None = None) -> tuple[str, str]:
     """Subject and body: who did what where, the files by kind of change, the log message."""
     where = commit.log.update_of or commit.directory
     subject = f"CVS {commit.kind}: {commit.directory} by {user}"
@@ -278,12 +336,63 @@ def format_message(commit: Commit, user: str) -> tuple[str, str]:
     else:
         branch = f" on branch {commit.log.tag}" if commit.log.tag else ""
         lines.append(f"Commit by {user} in {where}{branch}")
-        groups = _file_groups(commit)
+        budget = _Budget(layout.max_files if layout else None)
+        groups = _file_groups(commit, layout, budget) + budget.note()
         if groups:
             lines += ["", *groups]
     if commit.log.message:
         lines += ["", "Log message:", commit.log.message]
     return subject, "\n".join(lines)
+
+
+def format_commit(commits: Sequence[Commit], user: str, layout: Layout | None = None
+                  ) -> tuple[str, str]:
+    """One message for a commit touching several directories: each directory's files
+    under its name, the log message once. One directory: `format_message`."""
+    if len(commits) == 1:
+        return format_message(commits[0], user, layout)
+    import posixpath
+
+    first = commits[0]
+    common = posixpath.commonpath([c.directory for c in commits])
+    root = first.log.update_of
+    if root.endswith("/" + first.directory):
+        root = root[: -len(first.directory) - 1]
+    where = "/".join(p for p in (root, common) if p) or common
+    several = f"{len(commits)} directories"
+    subject = f"CVS commit: {f'{common} ({several})' if common else several} by {user}"
+    tag = next((c.log.tag for c in commits if c.log.tag), "")
+    branch = f" on branch {tag}" if tag else ""
+    lines = [f"Commit by {user} in {where}{branch}, {several}"]
+    budget = _Budget(layout.max_files if layout else None)
+    for commit in commits:
+        groups = _file_groups(commit, layout, budget)
+        if groups:
+            lines += ["", f"{commit.directory}:", *groups]
+    if budget.skipped:
+        lines += ["", *budget.note()]
+    message = next((c.log.message for c in commits if c.log.message), "")
+    if message:
+        lines += ["", "Log message:", message]
+    return subject, "\n".join(lines)
+
+
+def followers(commits: Sequence[Commit], to: Sequence[str], rules: Iterable[LoginfoRule]
+              ) -> list[tuple[list[str], list[Commit]]]:
+    """Who gets which directories of a commit: (recipients, their directories) groups,
+    each recipient in exactly one group (every directory one of their rules matches;
+    `to` gets them all), in order of first appearance."""
+    rules = list(rules)
+    wanted: dict[str, list[int]] = {}
+    for i, commit in enumerate(commits):
+        for jid in [*to, *route(commit.directory, rules)]:
+            indexes = wanted.setdefault(jid, [])
+            if i not in indexes:
+                indexes.append(i)
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for jid, indexes in wanted.items():
+        groups.setdefault(tuple(indexes), []).append(jid)
+    return [(jids, [commits[i] for i in key]) for key, jids in groups.items()]
 
 
 def route(directory: str, rules: Iterable[LoginfoRule], *, rooms: bool = False) -> list[str]:

@@ -24,6 +24,16 @@ log = logging.getLogger("cvsmsg")
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point: run `cvsmsg ARGS`, return the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
+    status = _main(args)
+    from cvsmsg import options
+
+    command = options.COMMANDS.get(args[0]) if args else None
+    if command is not None and command.never_fails:
+        return ExitStatus.OK  # CVS would abort the commit: the error line is enough
+    return status
+
+
+def _main(args: list[str]) -> int:
     debug = _wants_debug(args)
     from cvsmsg import logs
 
@@ -53,7 +63,7 @@ def program(args: list[str]) -> int:
     from cvsmsg import options
 
     command = options.COMMANDS.get(args[0]) if args else None
-    if command is not None and command.reads_stdin:
+    if command is not None and (command.reads_stdin or command.never_fails):
         opts = options.parse(command, args[1:])
         if opts is not None:
             from cvsmsg.commands import BODIES, Io

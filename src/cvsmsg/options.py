@@ -96,6 +96,9 @@ class Command:
     interspersed: bool = True
     reads_stdin: bool = False
     hidden: bool = False
+    # CVS aborts the operation when this command fails (commitinfo): it reports on stderr
+    # and always exits 0. Parsed without click like the stdin readers: it runs per directory.
+    never_fails: bool = False
     by_name: dict[str, Option] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -161,8 +164,12 @@ SERVE = Command("serve", (CONFIG, *OUTPUT))
 QUEUE = Command("queue", (CONFIG, DROP, replace(DEBUG, help="Show tracebacks.")))
 DELIVER = Command("deliver", (CONFIG, LOCK_FD, SERVER, TIMEOUT), hidden=True)
 CONFIG_COMMAND = Command("config", (CONFIG, EXAMPLE))
+COMMITINFO = Command("commitinfo", (CONFIG, *OUTPUT),
+                     Argument("cvs_args", "DIRECTORY [FILE]..."), interspersed=False,
+                     never_fails=True)
 
-COMMANDS = {c.name: c for c in (NOTIFY, LOGINFO, CHECK, FLUSH, SERVE, QUEUE, DELIVER)}
+COMMANDS = {c.name: c for c in (NOTIFY, LOGINFO, CHECK, FLUSH, SERVE, QUEUE, DELIVER,
+                                 COMMITINFO)}
 COMMANDS[CONFIG_COMMAND.name] = CONFIG_COMMAND
 
 

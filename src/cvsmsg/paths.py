@@ -29,6 +29,8 @@ SERVE_LOCK = "serve"  # serve.lock: held by `cvsmsg serve` for its lifetime
 WAKE_FIFO = "wake"  # a FIFO: a byte in it wakes a waiting drainer
 DELIVER_LOG = "deliver.log"  # the detached deliverer's log
 ANNOUNCE_STAMP = "announce"  # mtime = when a run last announced the bot's presence
+COMMITS_DIR = "commits"  # SPOOL/commits/KEY.commit: one commit's directories and parts
+COMMIT_SUFFIX = ".commit"
 
 
 def _xdg(env: Mapping[str, str], name: str, default: str) -> Path:
@@ -113,3 +115,13 @@ def example_config() -> str:
     from importlib.resources import files
 
     return (files(__package__) / "data" / "config.toml").read_text(encoding="utf-8")
+
+
+def commits_dir(spool: Path) -> Path:
+    """Where `cvsmsg commitinfo` records a commit's directories for `cvsmsg loginfo`."""
+    return spool / COMMITS_DIR
+
+
+def commit_record(spool: Path, key: str) -> Path:
+    """One commit's record (see cvsmsg.commits)."""
+    return commits_dir(spool) / (key + COMMIT_SUFFIX)

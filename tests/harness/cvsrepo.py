@@ -65,6 +65,14 @@ def loginfo_line(config: Path, *args: str, regex: str = "ALL") -> str:
     return f"{regex} {quoted} %p %{{sVv}}"
 
 
+def commitinfo_line(config: Path, *args: str, regex: str = "ALL") -> str:
+    """A CVSROOT/commitinfo line running `cvsmsg commitinfo` with `--config`: `%p` is the
+    directory, so that loginfo can send one message for a commit of several."""
+    words = [str(cvsmsg_script()), "commitinfo", "--config", str(config), *args]
+    quoted = " ".join(shlex.quote(w).replace("%", "%%") for w in words)
+    return f"{regex} {quoted} %p"
+
+
 @dataclass
 class CvsResult:
     """What one `cvs` call did: exit code and both streams as text."""
@@ -222,6 +230,14 @@ class CvsRepo:
         loginfo = self.checkout(ADMIN, module="CVSROOT", name="admin-CVSROOT").path / "loginfo"
         text = loginfo.read_bytes() + line.encode() + b"\n"
         return self.admin_commit({"loginfo": text}, "cvsmsg commit notifications")
+
+    def install_hooks(self, commitinfo: str, loginfo: str) -> CvsResult:
+        """Append `commitinfo` to CVSROOT/commitinfo and `loginfo` to CVSROOT/loginfo in
+        one commit (which runs them already)."""
+        admin = self.checkout(ADMIN, module="CVSROOT", name="admin-CVSROOT").path
+        files = {name: (admin / name).read_bytes() + line.encode() + b"\n"
+                 for name, line in (("commitinfo", commitinfo), ("loginfo", loginfo))}
+        return self.admin_commit(files, "cvsmsg: one message per commit")
 
     def import_tree(self, user: str, directory: str, files: dict[str, str], message: str,
                     vendor: str = "VENDOR", release: str = "R1") -> CvsResult:
