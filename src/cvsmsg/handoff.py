@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from cvsmsg.config import Config
 from cvsmsg.cvs import parse_notify
+from cvsmsg.errors import SpoolError
 from cvsmsg.report import Outcome
 from cvsmsg.spool import DELIVER_LOCK, Spool, resolve_spool_dir
 
@@ -27,7 +28,8 @@ def open_spool(cfg: Config, env: Mapping[str, str]) -> Spool:
     if warning:
         log.warning("%s", warning)
     return Spool(path, shared=shared, default_domain=cfg.default_domain, subject=cfg.subject,
-                 message_type=cfg.message_type)
+                 message_type=cfg.message_type, group=cfg.spool_group,
+                 root_needs_group=shared)
 
 
 def wants_handoff(cfg: Config, spool: Spool) -> bool:
@@ -51,23 +53,39 @@ def cvs_user(text: str, env: Mapping[str, str]) -> str:
 def hand_off(
     cfg: Config, spool: Spool, recipients: list[str], subject: str, text: str, user: str,
     env: Mapping[str, str],
-) -> list[Outcome]:
+) -> tuple[list[Outcome], list[str]]:
     """Queue `text` for each (valid, bare) recipient durably, then make sure someone
-    delivers it: `cvsmsg serve` if it runs, else the background deliverer."""
-    spool.ensure()
-    for jid in recipients:
-        spool.add(jid, subject, text, mtype=cfg.message_type, cvs_user=user)
+    delivers it: `cvsmsg serve` if it runs, else the background deliverer.
+
+    Returns the outcomes of the recipients whose message is in the spool, and the
+    recipients it could not be written for (a full disk, an unwritable spool: one line
+    says why). The caller delivers only those directly: nobody gets it twice, and nobody
+    is told "queued" for a file that was never written.
+    """
+    queued: list[str] = []
+    try:
+        spool.ensure()
+        for jid in recipients:
+            spool.add(jid, subject, text, mtype=cfg.message_type, cvs_user=user)
+            queued.append(jid)
+    except SpoolError as exc:
+        unwritten = recipients[len(queued):]
+        log.warning("%s: delivering directly to %s", exc, ", ".join(unwritten))
+    unwritten = recipients[len(queued):]
+    if not queued:
+        return [], unwritten
     how = BACKGROUND
-    if spool.serve_running():
-        how = SERVE
-        spool.wake()
-    else:
-        try:
+    try:
+        if spool.serve_running():
+            how = SERVE
+            spool.wake()
+        else:
             start_deliverer(cfg, spool, env)
-        except OSError as exc:
-            log.warning("cannot start the deliverer (%s): the message stays queued "
-                        "for the next run or `cvsmsg flush`", exc.strerror or exc)
-    return [Outcome(jid, False, how, handed_off=True) for jid in recipients]
+    except (OSError, SpoolError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        log.warning("cannot start the deliverer (%s): the message stays queued "
+                    "for the next run or `cvsmsg flush`", why)
+    return [Outcome(jid, False, how, handed_off=True) for jid in queued], unwritten
 
 
 def start_deliverer(cfg: Config, spool: Spool, env: Mapping[str, str]) -> int | None:
