@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from cvsmsg.config import Config
 from cvsmsg.cvs import parse_notify
 from cvsmsg.errors import SpoolError
+from cvsmsg.recipients import own_address
 from cvsmsg.report import Outcome
 from cvsmsg.spool import DELIVER_LOCK, Spool, resolve_spool_dir
 
@@ -29,7 +30,7 @@ def open_spool(cfg: Config, env: Mapping[str, str]) -> Spool:
         log.warning("%s", warning)
     return Spool(path, shared=shared, default_domain=cfg.default_domain, subject=cfg.subject,
                  message_type=cfg.message_type, group=cfg.spool_group,
-                 root_needs_group=shared)
+                 root_needs_group=shared, own_jid=own_address(cfg.jid))
 
 
 def wants_handoff(cfg: Config, spool: Spool) -> bool:

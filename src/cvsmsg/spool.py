@@ -210,6 +210,7 @@ class Defaults:
     default_domain: str | None = None
     subject: str = DEFAULT_SUBJECT
     message_type: str = "normal"
+    own_jid: str | None = None  # the bot's bare JID: never a recipient
 
 
 def parse_message(entry_id: str, raw: bytes, defaults: Defaults, now: float) -> Entry:
@@ -241,6 +242,8 @@ def parse_message(entry_id: str, raw: bytes, defaults: Defaults, now: float) -> 
         recipient = normalize_recipient(fields["recipient"], defaults.default_domain)
     except CvsmsgError as exc:
         raise BadMessage(str(exc)) from None
+    if recipient == defaults.own_jid:
+        raise BadMessage(f"recipient {recipient} is cvsmsg's own account")
     created = _time(entry_id, fields["time"], "time", now)
     last = fields.get("last-attempt")
     last_attempt = None if last is None else _time(entry_id, last, "last-attempt", now)
@@ -431,7 +434,8 @@ class Spool:
     def __init__(self, path: Path, *, shared: bool = True,
                  clock: Callable[[], float] = time.time, default_domain: str | None = None,
                  subject: str = DEFAULT_SUBJECT, message_type: str = "normal",
-                 group: str | None = None, root_needs_group: bool = False) -> None:
+                 group: str | None = None, root_needs_group: bool = False,
+                 own_jid: str | None = None) -> None:
         self.path = path
         self.shared = shared
         # A shared spool we create gets `group` (the config's spool_group); without one, a
@@ -439,7 +443,7 @@ class Spool:
         self.group = group
         self.root_needs_group = root_needs_group
         self.clock = clock
-        self.defaults = Defaults(default_domain, subject, message_type)
+        self.defaults = Defaults(default_domain, subject, message_type, own_jid)
         self._stuck: set[str] = set()  # invalid files we could not rename (not ours)
 
     # -- directory ---------------------------------------------------------------------
