@@ -142,6 +142,9 @@ def main() -> int:
                     spool_dir=str(work / mode))
                 for mode in MODES
             }
+            for mode in MODES:  # as the README tells the admin: a root run creates none
+                (work / mode).mkdir(mode=0o3770)
+                (work / mode).chmod(0o3770)
             env_spool = os.environ.pop("CVSMSG_SPOOL_DIR", None)  # the configs decide
             walls = one_notify(configs, alice, args.runs)
             wait_until(lambda: notifications(alice) >= len(MODES) * args.runs, 30)

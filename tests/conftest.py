@@ -45,6 +45,8 @@ def spool_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     the config file), never into the machine's /var/spool/cvsmsg; likewise its cache."""
     path = tmp_path / "spool"
     monkeypatch.setenv("CVSMSG_SPOOL_DIR", str(path))
+    # The tests run as root: a root run creates a shared spool only with a group given.
+    monkeypatch.setenv("CVSMSG_SPOOL_GROUP", "root")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # nothing in ~/.cache
     return path
 

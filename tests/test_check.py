@@ -46,6 +46,8 @@ def steps(config: Path, port: int, rules: list[str], contacts: int, online: str)
         *[f"{' ' * 30}{rule}" for rule in rules],
         "subscribers  ok               localhost (the bot's own domain, by default); "
         "max_roster 500",
+        "spool        ok               {any} (not created yet; the first run creates it: "
+        "group root, mode 3770)",
         f"connect+TLS  ok {{ms}}  127.0.0.1:{port}, STARTTLS, TLSv1.3, certificate verified",
         "auth         ok {ms}  as {any}",
         f"roster       ok {{ms}}  {contacts} contact(s)",

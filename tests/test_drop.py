@@ -140,6 +140,8 @@ def test_three_hundred_notifications_from_one_cvs_commit_through_drop(
     config = prosody.write_cvsmsg_config(tmp_path / "bg.toml", bot.jid, bot.password,
                                          delivery="background")
     people = {f"w{i}": person("") for i in (1, 2, 3)}
+    # as the README tells the admin (a root cvs run creates no spool: its group is root's)
+    subprocess.run(["install", "-d", "-m", "3770", str(spool_dir)], check=True)
     # CVS runs it with a clean environment: the spool comes from --spool, as the config's
     # spool_dir is not the default (the sh script never reads the config)
     line = f"ALL {drop_script()} --spool {spool_dir} --config {config} %s"

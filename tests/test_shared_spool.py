@@ -126,6 +126,7 @@ def admin_setup(site: Site, prosody, bot, name: str, **extra: object) -> tuple[P
     ca.chmod(0o644)
     spool = site.root / f"{name}-spool"
     subprocess.run(["install", "-d", "-m", "3770", "-g", site.group, str(spool)], check=True)
+    extra.setdefault("spool_group", site.group)
     config = prosody.write_cvsmsg_config(site.root / f"{name}.toml", bot.jid, bot.password,
                                          spool_dir=str(spool), **extra)
     config.write_text(config.read_text().replace(str(prosody.ca), str(ca)))

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cvsmsg.config import Config, load_config
-from cvsmsg.errors import RecipientError
+from cvsmsg.errors import CvsmsgError, RecipientError
 from cvsmsg.handoff import open_spool
 from cvsmsg.policy import Decision, PresenceView, decide
 from cvsmsg.recipients import resolve_recipients
@@ -62,16 +62,7 @@ class FileInfo:
 
 def file_info(path: Path) -> FileInfo:
     """Stat `path` and name its owner and group."""
-    st = path.stat()
-    try:
-        owner = pwd.getpwuid(st.st_uid).pw_name
-    except KeyError:
-        owner = str(st.st_uid)
-    try:
-        group = grp.getgrgid(st.st_gid).gr_name
-    except KeyError:
-        group = str(st.st_gid)
-    return FileInfo(path, stat.S_IMODE(st.st_mode), owner, group)
+    return _stat_info(path, path.stat())
 
 
 def file_notes(info: FileInfo, what: str, home: Path | None = None) -> list[str]:
@@ -97,6 +88,80 @@ def subscribers_detail(cfg: Config) -> str:
     allowed = ", ".join(cfg.allowed_subscribers) or "nobody"
     default = " (the bot's own domain, by default)" if cfg.subscribers is None else ""
     return f"{allowed}{default}; max_roster {cfg.max_roster}"
+
+
+def spool_lines(spool: Spool, want_group: str | None) -> list[str]:
+    """The spool step: its path, owner, group and mode, and a `note:` for each thing an
+    administrator must fix (see spool_notes)."""
+    path = spool.path
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        return [step_line("spool", "ok", None, f"{path} (cannot look at it: {exc.strerror})")]
+    notes: list[str] = []
+    if st is None:
+        detail = f"{path} (not created yet"
+        if not spool.shared:
+            detail += "; private to you: the shared spool is not writable by you)"
+        else:
+            try:
+                spool.check_creatable()
+                group = want_group or _group_name(os.getegid())
+                detail += f"; the first run creates it: group {group}, mode 3770)"
+            except CvsmsgError as exc:
+                detail += ")"
+                notes.append(str(exc))
+    else:
+        info = _stat_info(path, st)
+        detail = info.describe()
+        if spool.shared:
+            notes = spool_notes(info, stat.S_IFMT(st.st_mode), want_group)
+    return [step_line("spool", "ok", None, detail), *(f"{DETAIL}note: {n}" for n in notes)]
+
+
+def spool_notes(info: FileInfo, kind: int, want_group: str | None) -> list[str]:
+    """What is wrong with a shared spool (pure, given its stat): it must be a real
+    directory, group-writable, setgid and sticky (3770), of spool_group, closed to others."""
+    path = info.path
+    fix = f"install -d -m 3770 -o root -g {want_group or 'GROUP'} {path}"
+    if kind == stat.S_IFLNK:
+        return [f"{path} is a symbolic link: cvsmsg refuses to use it; replace it with a "
+                f"directory: {fix}"]
+    if kind != stat.S_IFDIR:
+        return [f"{path} is not a directory: cvsmsg cannot use it; replace it: {fix}"]
+    notes = []
+    mode = info.mode
+    if mode & stat.S_IRWXG != stat.S_IRWXG:
+        notes.append(f"the group cannot write it (mode {mode:04o}): the CVS users' messages "
+                     f"go to private spools nobody delivers: chmod 3770 {path}")
+    if mode & (stat.S_ISGID | stat.S_ISVTX) != stat.S_ISGID | stat.S_ISVTX:
+        notes.append(f"it is not setgid and sticky (mode {mode:04o}): files may get the "
+                     "wrong group, and members can delete each other's messages: "
+                     f"chmod 3770 {path}")
+    if want_group and info.group != want_group:
+        notes.append(f"its group is {info.group}, spool_group says {want_group}: "
+                     f"chgrp {want_group} {path}")
+    if mode & stat.S_IRWXO:
+        notes.append(f"others can get in (mode {mode:04o}): it holds every queued message: "
+                     f"chmod o-rwx {path}")
+    return notes
+
+
+def _stat_info(path: Path, st: os.stat_result) -> FileInfo:
+    try:
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        owner = str(st.st_uid)
+    return FileInfo(path, stat.S_IMODE(st.st_mode), owner, _group_name(st.st_gid))
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
 
 
 # -- roster and recipients (pure) ----------------------------------------------------------
@@ -295,6 +360,8 @@ def run_check(
         on_config(cfg)  # e.g. keep the password out of --debug output
     recipients = _recipients(cfg, jids)
     spool = open_spool(cfg, os.environ if env is None else env)
+    for line in spool_lines(spool, cfg.spool_group):
+        out(line)
     roster, checked = asyncio.run(_check_xmpp(cfg, spool, recipients, out, clock))
 
     bot = cfg.jid

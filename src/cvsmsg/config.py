@@ -78,6 +78,9 @@ class Config:
     announce_interval: float = DEFAULT_ANNOUNCE_INTERVAL  # probe mode: announce this often
     # The spool (issue 3): None means the default directory (see spool.resolve_spool_dir).
     spool_dir: Path | None = None
+    # The group a root run gives the shared spool it creates (mode 3770); without it a root
+    # run refuses to create one (its own group would lock the CVS users out).
+    spool_group: str | None = None
     withheld: str = "queue"  # or "drop": what happens to a message withheld (offline/dnd)
     delivery: str = "direct"  # or "background": notify only writes the spool
     queue_max_age: float = DEFAULT_QUEUE_MAX_AGE  # seconds; older queued messages are dropped
@@ -212,6 +215,7 @@ _KNOWN_KEYS = {
 }
 _KNOWN_KEYS |= {"room_nick"}
 _SPOOL_KEYS = {"spool_dir", "withheld", "delivery", "queue_max_age", "coalesce_seconds"}
+_SPOOL_KEYS |= {"spool_group"}
 _KNOWN_KEYS |= _SPOOL_KEYS
 _COMMIT_MESSAGE_KEYS = {"viewer_url", "viewer_file_url", "max_files"}
 _KNOWN_KEYS |= _COMMIT_MESSAGE_KEYS
@@ -266,6 +270,9 @@ def _spool_settings(
     if spool_dir:
         path = Path(spool_dir).expanduser()
         settings["spool_dir"] = path if path.is_absolute() else base / path
+    spool_group = env.get("CVSMSG_SPOOL_GROUP") or _expect(data, "spool_group", str, where)
+    if spool_group:
+        settings["spool_group"] = spool_group
     withheld = _expect(data, "withheld", str, where) or "queue"
     if withheld not in WITHHELD_POLICIES:
         raise ConfigError(f"{where}: 'withheld' must be \"queue\" or \"drop\"")

@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping, Sequence
 
 from cvsmsg.config import Config
-from cvsmsg.errors import RecipientError, SpoolError
+from cvsmsg.errors import RecipientError
 from cvsmsg.handoff import cvs_user, hand_off, open_spool, wants_handoff
 from cvsmsg.recipients import resolve_recipients, resolve_rooms
 from cvsmsg.report import Report
@@ -35,13 +35,16 @@ def dispatch(
             raise RecipientError("no recipient given")
         return Report(invalid)  # nothing to connect for
     spool = open_spool(cfg, env)
+    spool.check_creatable()  # a root run with no spool and no spool_group: exit 3 at once
     user = cvs_user(text, env)
+    done = invalid
     if wants_handoff(cfg, spool):
-        try:
-            return Report(invalid + hand_off(cfg, spool, recipients, subject, text, user, env,
-                                             rooms))
-        except SpoolError as exc:
-            log.warning("%s: delivering directly", exc)
+        # What the spool could not take (a full disk) goes directly, and only that.
+        handed, recipients, rooms = hand_off(cfg, spool, recipients, subject, text, user, env,
+                                             rooms)
+        done = invalid + handed
+        if not recipients and not rooms:
+            return Report(done)
     import asyncio
 
     from cvsmsg.slixmpp_compat import skip_optional_imports
@@ -49,5 +52,5 @@ def dispatch(
     skip_optional_imports(server_configured=bool(cfg.server))  # before slixmpp loads
     from cvsmsg.direct import deliver
 
-    return Report(invalid + asyncio.run(
+    return Report(done + asyncio.run(
         deliver(cfg, spool, recipients, subject, text, user, rooms)))

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 
 from cvsmsg.config import Config
 from cvsmsg.cvs import parse_notify
+from cvsmsg.errors import SpoolError
+from cvsmsg.recipients import own_address
 from cvsmsg.report import Outcome
 from cvsmsg.spool import DELIVER_LOCK, Spool, resolve_spool_dir
 
@@ -27,7 +29,8 @@ def open_spool(cfg: Config, env: Mapping[str, str]) -> Spool:
     if warning:
         log.warning("%s", warning)
     return Spool(path, shared=shared, default_domain=cfg.default_domain, subject=cfg.subject,
-                 message_type=cfg.message_type)
+                 message_type=cfg.message_type, group=cfg.spool_group,
+                 root_needs_group=shared, own_jid=own_address(cfg.jid))
 
 
 def wants_handoff(cfg: Config, spool: Spool) -> bool:
@@ -51,26 +54,44 @@ def cvs_user(text: str, env: Mapping[str, str]) -> str:
 def hand_off(
     cfg: Config, spool: Spool, recipients: list[str], subject: str, text: str, user: str,
     env: Mapping[str, str], rooms: Sequence[str] = (),
-) -> list[Outcome]:
+) -> tuple[list[Outcome], list[str], list[str]]:
     """Queue `text` for each (valid, bare) recipient and room durably, then make sure
-    someone delivers it: `cvsmsg serve` if it runs, else the background deliverer."""
-    spool.ensure()
-    for jid in recipients:
-        spool.add(jid, subject, text, mtype=cfg.message_type, cvs_user=user)
-    for room in rooms:
-        spool.add(room, subject, text, mtype=cfg.message_type, cvs_user=user, room=True)
+    someone delivers it: `cvsmsg serve` if it runs, else the background deliverer.
+
+    Returns the outcomes of what is in the spool, and the recipients and rooms it could not
+    be written for (a full disk, an unwritable spool: one line says why). The caller
+    delivers only those directly: nobody gets it twice, and nobody is told "queued" for a
+    file that was never written.
+    """
+    targets = [(jid, False) for jid in recipients] + [(room, True) for room in rooms]
+    queued: list[tuple[str, bool]] = []
+    try:
+        spool.ensure()
+        for address, room in targets:
+            spool.add(address, subject, text, mtype=cfg.message_type, cvs_user=user, room=room)
+            queued.append((address, room))
+    except SpoolError as exc:
+        left = ", ".join(address for address, _room in targets[len(queued):])
+        log.warning("%s: delivering directly to %s", exc, left)
+    unwritten = targets[len(queued):]
+    left_people = [address for address, room in unwritten if not room]
+    left_rooms = [address for address, room in unwritten if room]
+    if not queued:
+        return [], left_people, left_rooms
     how = BACKGROUND
-    if spool.serve_running():
-        how = SERVE
-        spool.wake()
-    else:
-        try:
+    try:
+        if spool.serve_running():
+            how = SERVE
+            spool.wake()
+        else:
             start_deliverer(cfg, spool, env)
-        except OSError as exc:
-            log.warning("cannot start the deliverer (%s): the message stays queued "
-                        "for the next run or `cvsmsg flush`", exc.strerror or exc)
-    return ([Outcome(jid, False, how, handed_off=True) for jid in recipients]
-            + [Outcome(room, False, how, handed_off=True, room=True) for room in rooms])
+    except (OSError, SpoolError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        log.warning("cannot start the deliverer (%s): the message stays queued "
+                    "for the next run or `cvsmsg flush`", why)
+    outcomes = [Outcome(address, False, how, handed_off=True, room=room)
+                for address, room in queued]
+    return outcomes, left_people, left_rooms
 
 
 def start_deliverer(cfg: Config, spool: Spool, env: Mapping[str, str]) -> int | None:

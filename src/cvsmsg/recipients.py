@@ -122,15 +122,21 @@ def normalize_recipient(value: str, default_domain: str | None) -> str:
     return f"{local}@{domain}"
 
 
+def own_address(jid: str | None) -> str | None:
+    """The bot's own bare JID folded as recipients are: never a recipient."""
+    if not jid:
+        return None
+    with contextlib.suppress(RecipientError):
+        return normalize_recipient(jid.split("/", 1)[0], None)
+    return None
+
+
 def resolve_recipients(
     values: Iterable[str], default_domain: str | None, own_jid: str | None = None
 ) -> tuple[list[str], list[Outcome]]:
     """Valid bare JIDs (deduplicated, in order) and a failed Outcome for each invalid value;
     the bot's own address is invalid (it would ask itself to subscribe)."""
-    own = None
-    if own_jid:
-        with contextlib.suppress(RecipientError):
-            own = normalize_recipient(own_jid.split("/", 1)[0], None)
+    own = own_address(own_jid)
     valid: list[str] = []
     invalid: list[Outcome] = []
     for value in values:

@@ -76,7 +76,7 @@ def print_flush(stats: DrainStats, out: TextIO) -> None:
 
 
 def print_dropped(entry: Entry, out: TextIO) -> None:
-    out.write(f"dropped {entry.id} for {entry.recipient}\n")
+    out.write(f"dropped {shown(entry.id)} for {shown(entry.recipient)}\n")
 
 
 def print_queue(spool: Spool, out: TextIO, now: float) -> None:
@@ -88,7 +88,8 @@ def print_queue(spool: Spool, out: TextIO, now: float) -> None:
         rows = [("ID", "RECIPIENT", "AGE", "ATTEMPTS", "REASON")]
         for e in entries:
             reason = e.reason or "waiting for delivery"
-            rows.append((e.id, e.recipient, age(now - e.created), str(e.attempts), reason))
+            rows.append((shown(e.id), shown(e.recipient), age(now - e.created),
+                         str(e.attempts), shown(reason)))
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         for r in rows:
             out.write("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True))
@@ -99,7 +100,8 @@ def print_queue(spool: Spool, out: TextIO, now: float) -> None:
         out.write(f"no messages queued in {spool.path}\n")
     bad = sorted(spool.path.glob(f"*{BAD_SUFFIX}")) if spool.exists() else []
     if bad:
-        out.write(f"{len(bad)} file(s) set aside, never sent: {', '.join(p.name for p in bad)}\n")
+        names = ", ".join(shown(p.name) for p in bad)
+        out.write(f"{len(bad)} file(s) set aside, never sent: {names}\n")
     serve_pid = spool.holder(SERVE_LOCK) if spool.serve_running() else None
     if serve_pid:
         out.write(f"cvsmsg serve is running (pid {serve_pid})\n")
@@ -112,3 +114,11 @@ def age(seconds: float) -> str:
     from cvsmsg.config import format_duration
 
     return format_duration(seconds, exact=False)
+
+
+def shown(text: str) -> str:
+    """Text from the spool (file names, headers: anyone in the group wrote them) as safe to
+    print on a terminal: every non-printable character as its escape (ESC → `\\x1b`)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

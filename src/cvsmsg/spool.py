@@ -215,6 +215,7 @@ class Defaults:
     default_domain: str | None = None
     subject: str = DEFAULT_SUBJECT
     message_type: str = "normal"
+    own_jid: str | None = None  # the bot's bare JID: never a recipient
 
 
 def parse_message(entry_id: str, raw: bytes, defaults: Defaults, now: float) -> Entry:
@@ -246,6 +247,8 @@ def parse_message(entry_id: str, raw: bytes, defaults: Defaults, now: float) -> 
         recipient = normalize_recipient(fields["recipient"], defaults.default_domain)
     except CvsmsgError as exc:
         raise BadMessage(str(exc)) from None
+    if recipient == defaults.own_jid:
+        raise BadMessage(f"recipient {recipient} is cvsmsg's own account")
     created = _time(entry_id, fields["time"], "time", now)
     last = fields.get("last-attempt")
     last_attempt = None if last is None else _time(entry_id, last, "last-attempt", now)
@@ -437,11 +440,17 @@ class Spool:
 
     def __init__(self, path: Path, *, shared: bool = True,
                  clock: Callable[[], float] = time.time, default_domain: str | None = None,
-                 subject: str = DEFAULT_SUBJECT, message_type: str = "normal") -> None:
+                 subject: str = DEFAULT_SUBJECT, message_type: str = "normal",
+                 group: str | None = None, root_needs_group: bool = False,
+                 own_jid: str | None = None) -> None:
         self.path = path
         self.shared = shared
+        # A shared spool we create gets `group` (the config's spool_group); without one, a
+        # root run with `root_needs_group` refuses to create it (see _create).
+        self.group = group
+        self.root_needs_group = root_needs_group
         self.clock = clock
-        self.defaults = Defaults(default_domain, subject, message_type)
+        self.defaults = Defaults(default_domain, subject, message_type, own_jid)
         self._stuck: set[str] = set()  # invalid files we could not rename (not ours)
 
     # -- directory ---------------------------------------------------------------------
@@ -468,6 +477,8 @@ class Spool:
 
     def _create(self) -> os.stat_result:
         mode = SHARED_DIR_MODE if self.shared else PRIVATE_DIR_MODE
+        self.check_creatable()
+        gid = group_id(self.group) if self.shared and self.group else None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -476,6 +487,8 @@ class Spool:
                              | os.O_CLOEXEC)
                 try:
                     if os.fstat(fd).st_uid == os.geteuid():
+                        if gid is not None:
+                            self._give_group(fd, gid)
                         os.fchmod(fd, mode)  # mkdir's mode is cut by the umask; the bits too
                 finally:
                     os.close(fd)
@@ -486,6 +499,25 @@ class Spool:
             raise SpoolError(
                 f"cannot create spool directory {self.path}: {exc.strerror or exc}"
             ) from None
+
+    def check_creatable(self) -> None:
+        """Raise SpoolError when the spool is missing and this run must not create it: a
+        root run without spool_group would give it root's group, which locks every CVS
+        user out. Called before a run sends anything, so it fails whole (exit 3)."""
+        if (self.shared and self.root_needs_group and not self.group and os.geteuid() == 0
+                and not os.path.lexists(self.path)):
+            raise SpoolError(root_create_refusal(self.path))
+
+    def _give_group(self, fd: int, gid: int) -> None:
+        """chgrp the directory we just made to spool_group; never leave it with another."""
+        try:
+            os.fchown(fd, -1, gid)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.rmdir(self.path)
+            raise SpoolError(f"cannot give spool directory {self.path} the group "
+                             f"{self.group}: {exc.strerror or exc} (you must be a member "
+                             "of spool_group)") from None
 
     def exists(self) -> bool:
         """True when the spool is a real directory (a link in its place is not)."""
@@ -904,6 +936,24 @@ class Spool:
             log.debug("cannot record the announcement (%s)", exc)
         finally:
             os.close(fd)
+
+
+def group_id(name: str) -> int:
+    """The gid of `spool_group`; SpoolError when no such group exists here."""
+    import grp
+
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise SpoolError(f"spool_group {name!r} is not a group on this machine") from None
+
+
+def root_create_refusal(path: Path) -> str:
+    """Why a root run without spool_group does not create the shared spool, and the
+    command that does it right."""
+    return (f"spool directory {path} does not exist and root would create it with its own "
+            "group, which the CVS users lack: set spool_group in the config, or run: "
+            f"install -d -m 3770 -o root -g GROUP {path}")
 
 
 def _open_regular(path: Path) -> int | None:

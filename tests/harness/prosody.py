@@ -3,6 +3,7 @@ tests, the demo and the benchmark (never the packaged /etc/prosody config)."""
 
 from __future__ import annotations
 
+import grp
 import os
 import shutil
 import signal
@@ -160,6 +161,8 @@ VirtualHost "{self.domain}"
         spool is `spool` next to it unless `spool_dir` is given."""
         server = extra.pop("server", f"127.0.0.1:{self.port}")
         extra.setdefault("spool_dir", str(path.parent / "spool"))
+        # the tests run as root, which creates a shared spool only with a group given
+        extra.setdefault("spool_group", grp.getgrgid(os.getegid()).gr_name)
         lines = [
             f'jid = "{jid}"',
             f'password = "{password}"',
