@@ -135,7 +135,7 @@ def test_queue_never_prints_a_control_character_from_the_spool(bot, spool_dir):
         "waiting for delivery"]
     assert lines[2:] == [
         f"1 message queued in {spool_dir}",
-        "2 unreadable file(s) set aside: 0000000000008-000000.bad, 0000000000009-\\x1b[31m.bad",
+        "2 file(s) set aside, never sent: 0000000000008-000000.bad, 0000000000009-\\x1b[31m.bad",
     ]
     dropped = cvsmsg("queue", "--config", str(bot.config), "--drop", "0000000000007")
     assert (dropped.returncode, dropped.stdout) == (
