@@ -85,6 +85,9 @@ class Config:
     subscribers: tuple[str, ...] | None = None
     max_roster: int = DEFAULT_MAX_ROSTER
     password_source: str = ""  # where the password came from, for `cvsmsg check`
+    # A late message's body ends with "[queued TIME: offline]" (its <delay> stamp is always
+    # sent; the note is for clients that do not show it).
+    late_note: bool = True
 
     @property
     def allowed_subscribers(self) -> tuple[str, ...]:
@@ -203,6 +206,7 @@ _KNOWN_KEYS = {
 }
 _SPOOL_KEYS = {"spool_dir", "withheld", "delivery", "queue_max_age", "coalesce_seconds"}
 _KNOWN_KEYS |= _SPOOL_KEYS
+_KNOWN_KEYS |= {"late_note"}
 
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -454,4 +458,11 @@ def load_config(
         subscribers=_subscribers(data, where),
         max_roster=int(number("max_roster", DEFAULT_MAX_ROSTER, 0)),
         password_source=password_source,
+        late_note=_flag(data, "late_note", True, where),
     )
+
+
+def _flag(data: Mapping[str, Any], key: str, default: bool, where: str) -> bool:
+    """A true/false key."""
+    value = _expect(data, key, bool, where)
+    return default if value is None else value

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from cvsmsg.config import Config
-from cvsmsg.digest import Batch, Digest, batches, render
+from cvsmsg.digest import Batch, Digest, batches, local_time, render
 from cvsmsg.errors import (
     SESSION_LOST,
     AuthError,
@@ -206,7 +206,7 @@ class Drainer:
                           tuple(c.entry for c in claims), batch.ready_at)
             limit = self.stanza_limit(max(c.entry.refused for c in claims))
             budget = limit - STANZA_OVERHEAD - wire_size(batch.subject) - 64
-            for digest in render(fresh, budget):
+            for digest in render(fresh, budget, local_time if self.cfg.late_note else None):
                 owned = [mine[i] for i in digest.ids]
                 await self._send_digest(batch, digest, owned, limit)
                 self._record_delivery(batch.recipient, digest, owned, stats)
@@ -225,7 +225,8 @@ class Drainer:
         step = session.plan.step_timeout
         try:
             for part in parts:
-                session.send(batch.recipient, part.subject, part.body, batch.type)
+                session.send(batch.recipient, part.subject, part.body, batch.type,
+                             delay=digest.made)
                 try:
                     async with asyncio.timeout(step):
                         await session.confirm()
