@@ -60,7 +60,8 @@ def notify(opts: Options, io: Io) -> ExitStatus:
                   server=opts["server"], timeout=opts["timeout"])
     from cvsmsg.message import clean_text
 
-    return _send(cfg, list(opts["recipients"]), cfg.subject, clean_text(raw), opts, io)
+    why = dict.fromkeys(opts["recipients"], "given on the command line")
+    return _send(cfg, list(why), cfg.subject, clean_text(raw), opts, io, why)
 
 
 def loginfo(opts: Options, io: Io) -> ExitStatus:
@@ -69,7 +70,7 @@ def loginfo(opts: Options, io: Io) -> ExitStatus:
     raw = read_stdin(io.stdin, NO_LOG_TEXT)
 
     from cvsmsg.account import unix_name
-    from cvsmsg.loginfo import committer, format_message, parse_loginfo, route
+    from cvsmsg.loginfo import committer, format_message, parse_loginfo, route_why, rule_text
     from cvsmsg.message import clean_text
 
     # Arguments are bytes to CVS: a name that is not UTF-8 is shown with U+FFFD.
@@ -78,13 +79,18 @@ def loginfo(opts: Options, io: Io) -> ExitStatus:
     commit = parse_loginfo(args, text, io.environ.get("CVSROOT"))
     cfg = _config(opts, io, message_type=opts["message_type"], server=opts["server"],
                   timeout=opts["timeout"])
-    recipients = [*opts["to"], *route(commit.directory, cfg.loginfo)]
-    if not recipients:
-        log.info("nothing to send for %s: no [[loginfo]] rule names anyone and no --to",
-                 commit.directory)
+    why = dict.fromkeys(opts["to"], "given with --to")
+    for jid, number in route_why(commit.directory, cfg.loginfo).items():
+        why.setdefault(jid, rule_text(cfg.loginfo, number))
+    if not why:
+        nothing = (f"nothing to send for {commit.directory}: no [[loginfo]] rule names "
+                   "anyone and no --to")
+        if opts["dry_run"]:
+            io.stdout.write(f"dry run: {nothing}\n")
+        log.info("%s", nothing)
         return ExitStatus.OK
     subject, body = format_message(commit, committer(io.environ, unix_name()))
-    return _send(cfg, recipients, subject, clean_text(body.encode("utf-8")), opts, io)
+    return _send(cfg, list(why), subject, clean_text(body.encode("utf-8")), opts, io, why)
 
 
 def check(opts: Options, io: Io) -> ExitStatus:
@@ -202,9 +208,14 @@ def _spool(opts: Options, io: Io, **overrides: Any) -> tuple[Config, Spool]:
 
 
 def _send(cfg: Config, recipients: list[str], subject: str, text: str, opts: Options,
-          io: Io) -> ExitStatus:
+          io: Io, why: Mapping[str, str] | None = None) -> ExitStatus:
     """How `notify` and `loginfo` both deliver: `dispatch` decides hand-off or direct;
-    we print one line per recipient."""
+    we print one line per recipient. With --dry-run: only say what would be sent, to whom
+    and `why` (stdout), without connecting or touching the spool."""
+    if opts["dry_run"]:
+        from cvsmsg.report import print_preview
+
+        return print_preview(cfg, recipients, why or {}, subject, text, io.stdout)
     from cvsmsg.dispatch import dispatch
 
     report = dispatch(cfg, recipients, subject, text, io.environ)

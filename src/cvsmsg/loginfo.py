@@ -289,13 +289,26 @@ def format_message(commit: Commit, user: str) -> tuple[str, str]:
 def route(directory: str, rules: Iterable[LoginfoRule]) -> list[str]:
     """Recipients for `directory`, CVS's way: the first regex that matches (or the
     DEFAULT rule when none does), plus every ALL rule. Deduplicated, in config order."""
+    return list(route_why(directory, rules))
+
+
+def route_why(directory: str, rules: Iterable[LoginfoRule]) -> dict[str, int]:
+    """`route`, with why: each recipient and the number (from 1, in the config) of the
+    first `[[loginfo]]` rule that names them."""
     rules = list(rules)
     chosen = next(
         (r for r in rules if r.match not in ("ALL", "DEFAULT") and re.search(r.match, directory)),
         None,
     ) or next((r for r in rules if r.match == "DEFAULT"), None)
-    selected = [r for r in rules if r is chosen or r.match == "ALL"]
-    recipients: list[str] = []
-    for rule in selected:
-        recipients += [jid for jid in rule.to if jid not in recipients]
+    recipients: dict[str, int] = {}
+    for number, rule in enumerate(rules, 1):
+        if rule is chosen or rule.match == "ALL":
+            for jid in rule.to:
+                recipients.setdefault(jid, number)
     return recipients
+
+
+def rule_text(rules: Sequence[LoginfoRule], number: int) -> str:
+    """`[[loginfo]] rule 2 (match ^proj(/|$))`: which rule (counted from 1 in the config)
+    and its pattern as written."""
+    return f"[[loginfo]] rule {number} (match {rules[number - 1].match})"

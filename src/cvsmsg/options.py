@@ -132,6 +132,9 @@ TO = Option(("--to",), "to", APPEND, metavar="JID",
             help="Also send to JID (repeatable), beside the config's [[loginfo]] rules.")
 DROP = Option(("--drop",), "drop", APPEND, metavar="ID",
               help="Remove the message ID (or a unique prefix of it); repeatable.")
+DRY_RUN = Option(("-n", "--dry-run"), "dry_run", FLAG,
+                 help="Print on stdout what would be sent, to whom and why; connect to "
+                      "nothing, queue nothing.")
 LOCK_FD = Option(("--lock-fd",), "lock_fd", convert=whole_number, metavar="FD",
                  help="The deliver lock, inherited from notify.")
 
@@ -139,9 +142,9 @@ LOCK_FD = Option(("--lock-fd",), "lock_fd", convert=whole_number, metavar="FD",
 CONNECTION = (CONFIG, SERVER, TIMEOUT)
 OUTPUT = (QUIET, VERBOSE, DEBUG)
 
-NOTIFY = Command("notify", (CONFIG, FILE, SUBJECT, TYPE, SERVER, TIMEOUT, *OUTPUT),
+NOTIFY = Command("notify", (CONFIG, FILE, SUBJECT, TYPE, SERVER, TIMEOUT, *OUTPUT, DRY_RUN),
                  Argument("recipients", "RECIPIENT...", required=True), reads_stdin=True)
-LOGINFO = Command("loginfo", (TO, TYPE, *CONNECTION, *OUTPUT),
+LOGINFO = Command("loginfo", (TO, TYPE, *CONNECTION, *OUTPUT, DRY_RUN),
                   Argument("cvs_args", "DIRECTORY [NAME OLD NEW]..."),
                   interspersed=False, reads_stdin=True)
 CHECK = Command("check", (*CONNECTION, VERBOSE, DEBUG), Argument("jids", "[JID]..."))

@@ -14,8 +14,10 @@ from cvsmsg.status import ExitStatus
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import TextIO
 
+    from cvsmsg.config import Config
     from cvsmsg.drain import DrainStats
     from cvsmsg.spool import Entry, Spool
 
@@ -108,3 +110,35 @@ def age(seconds: float) -> str:
         if seconds >= size:
             return f"{int(seconds // size)}{unit}"
     return f"{int(seconds)}s"
+
+
+def print_preview(cfg: Config, values: list[str], why: Mapping[str, str], subject: str,
+                  text: str, out: TextIO) -> ExitStatus:
+    """--dry-run: to whom (and why each one), when, and the message itself, on stdout;
+    exit 7 when a recipient is invalid, as the real run would."""
+    from cvsmsg.message import split_message
+    from cvsmsg.recipients import resolve_recipients
+
+    out.write("dry run: nothing sent, nothing queued\n")
+    seen: set[str] = set()
+    status = ExitStatus.OK
+    for value in values:
+        valid, invalid = resolve_recipients([value], cfg.default_domain, cfg.jid)
+        for outcome in invalid:
+            out.write(f"invalid {outcome.recipient}: {outcome.reason}\n")
+            status = ExitStatus.RECIPIENT
+        for jid in valid:
+            if jid not in seen:
+                seen.add(jid)
+                out.write(f"to {jid}: {why.get(value, 'given on the command line')}\n")
+    gate = " or ".join(sorted(cfg.withhold_show))
+    later = "queued" if cfg.withheld == "queue" else "dropped"
+    out.write(f"when: at once to each one available{f' and not {gate}' if gate else ''}; "
+              f"{later} for the others\n")
+    parts = split_message(subject, text, cfg.max_stanza_bytes, cfg.max_parts)
+    out.write(f"subject: {subject}\ntype: {cfg.message_type}\n")
+    if len(parts) > 1:
+        out.write(f"parts: {len(parts)} (max_stanza_bytes = {cfg.max_stanza_bytes})\n")
+    out.write(f"\n{text}\n")
+    out.flush()
+    return status
