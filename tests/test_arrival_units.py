@@ -1,4 +1,5 @@
-"""What arrives, without a network: late notes a recipient may read, the <delay> stamp."""
+"""What arrives, without a network: late notes a recipient may read, the <delay> stamp,
+a commit watch beside the commit message, the new keys."""
 
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ from slixmpp import Message
 from slixmpp.plugins.xep_0203 import stanza as delay_stanza
 from slixmpp.xmlstream import register_stanza_plugin
 
+from cvsmsg.config import LoginfoRule, load_config
+from cvsmsg.cvs import WatchNotice, notice_directory, parse_notify
 from cvsmsg.digest import batches, late_note, made, render
+from cvsmsg.errors import ConfigError
+from cvsmsg.loginfo import commit_message_followers, route, route_why
 from cvsmsg.policy import PresenceView, decide, shown_reason
 from cvsmsg.xmpp import delay_stamp
 from tests.test_spool_units import entry
@@ -89,3 +94,64 @@ def test_slixmpp_delay_plugin_writes_what_xep_0203_says():
     assert element is not None
     assert dict(element.attrib) == {"stamp": "2026-12-04T10:00:05Z", "from": "bot@example.org"}
     assert (element.text or "") == ""
+
+
+# -- a commit watch and the commit message ----------------------------------------------------
+
+
+def notice_of(first_line: str, repository: str, kind: str = "commit") -> WatchNotice:
+    notice = parse_notify(f"{first_line}\n---\nTriggered {kind} watch on {repository}\nBy bob\n")
+    assert notice is not None
+    return notice
+
+
+def test_notice_directory_even_with_spaces():
+    assert notice_directory(notice_of("proj a.txt", "/srv/cvs/proj")) == "proj"
+    assert notice_directory(notice_of("proj/sub s t.txt", "/srv/cvs/proj/sub")) == "proj/sub"
+    assert notice_directory(notice_of("my proj/x y.txt", "/srv/cvs/my proj/x")) == "my proj/x"
+    assert notice_directory(notice_of("proj a.txt", "elsewhere")) == "proj"  # best effort
+
+
+RULES = (LoginfoRule("^lib", ("erin@x",)), LoginfoRule("^proj(/|$)", ("alice@x", "bob@x")),
+         LoginfoRule("ALL", ("dave@x",)))
+
+
+@pytest.mark.parametrize("kind", ["commit", "temporary commit"])
+def test_followers_of_the_directory_are_left_to_the_commit_message(kind):
+    notice = notice_of("proj/sub a.txt", "/srv/cvs/proj/sub", kind)
+    skipped = commit_message_followers(notice, ["Alice@X", "carol@x", "dave", "bad@@"],
+                                       RULES, "x")
+    assert skipped == {
+        "Alice@X": "follows proj/sub through [[loginfo]] rule 2 (match ^proj(/|$)); "
+                   "commit_watch_for_followers = false",
+        "dave": "follows proj/sub through [[loginfo]] rule 3 (match ALL); "
+                "commit_watch_for_followers = false",
+    }
+
+
+def test_only_commit_watches_are_left_out():
+    for kind in ("edit", "unedit"):
+        assert commit_message_followers(notice_of("proj a.txt", "/cvs/proj", kind),
+                                        ["alice@x"], RULES, None) == {}
+    assert commit_message_followers(None, ["alice@x"], RULES, None) == {}
+
+
+def test_route_why_names_the_first_rule():
+    assert route_why("proj", RULES) == {"alice@x": 2, "bob@x": 2, "dave@x": 3}
+    assert route_why("lib/x", RULES) == {"erin@x": 1, "dave@x": 3}
+    assert route("proj", RULES) == ["alice@x", "bob@x", "dave@x"]
+
+
+def test_config_keys(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('jid = "a@x"\npassword = "p"\n')
+    path.chmod(0o600)
+    cfg = load_config(path, {})
+    assert (cfg.late_note, cfg.commit_watch_for_followers) == (True, True)
+    path.write_text('jid = "a@x"\npassword = "p"\nlate_note = false\n'
+                    "commit_watch_for_followers = false\n")
+    cfg = load_config(path, {})
+    assert (cfg.late_note, cfg.commit_watch_for_followers) == (False, False)
+    path.write_text('jid = "a@x"\npassword = "p"\nlate_note = "no"\n')
+    with pytest.raises(ConfigError, match=r"'late_note' must be a bool"):
+        load_config(path, {})

@@ -58,10 +58,23 @@ def notify(opts: Options, io: Io) -> ExitStatus:
         io.stdin, NO_MESSAGE)
     cfg = _config(opts, io, subject=opts["subject"], message_type=opts["message_type"],
                   server=opts["server"], timeout=opts["timeout"])
+    from cvsmsg.cvs import COMMIT_WATCHES, parse_notify
     from cvsmsg.message import clean_text
 
+    text = clean_text(raw)
     why = dict.fromkeys(opts["recipients"], "given on the command line")
-    return _send(cfg, list(why), cfg.subject, clean_text(raw), opts, io, why)
+    notice = parse_notify(text)
+    # A commit gives a watcher this and, if they follow the directory, the loginfo message:
+    # the lines say which is which, and followers may be left to the commit message.
+    label = "watch" if notice is not None and notice.kind in COMMIT_WATCHES else ""
+    skipped: dict[str, str] = {}
+    if label and not cfg.commit_watch_for_followers and cfg.loginfo:
+        from cvsmsg.loginfo import commit_message_followers
+
+        skipped = commit_message_followers(notice, why, cfg.loginfo, cfg.default_domain)
+        for value in skipped:
+            del why[value]
+    return _send(cfg, list(why), cfg.subject, text, opts, io, why, label, skipped)
 
 
 def loginfo(opts: Options, io: Io) -> ExitStatus:
@@ -90,7 +103,8 @@ def loginfo(opts: Options, io: Io) -> ExitStatus:
         log.info("%s", nothing)
         return ExitStatus.OK
     subject, body = format_message(commit, committer(io.environ, unix_name()))
-    return _send(cfg, list(why), subject, clean_text(body.encode("utf-8")), opts, io, why)
+    return _send(cfg, list(why), subject, clean_text(body.encode("utf-8")), opts, io, why,
+                 "commit")
 
 
 def check(opts: Options, io: Io) -> ExitStatus:
@@ -208,15 +222,23 @@ def _spool(opts: Options, io: Io, **overrides: Any) -> tuple[Config, Spool]:
 
 
 def _send(cfg: Config, recipients: list[str], subject: str, text: str, opts: Options,
-          io: Io, why: Mapping[str, str] | None = None) -> ExitStatus:
+          io: Io, why: Mapping[str, str] | None = None, label: str = "",
+          skipped: Mapping[str, str] | None = None) -> ExitStatus:
     """How `notify` and `loginfo` both deliver: `dispatch` decides hand-off or direct;
-    we print one line per recipient. With --dry-run: only say what would be sent, to whom
-    and `why` (stdout), without connecting or touching the spool."""
+    we print one line per recipient (`label`led, and one per `skipped` recipient). With
+    --dry-run: only say what would be sent, to whom and `why` (stdout), without
+    connecting or touching the spool."""
     if opts["dry_run"]:
         from cvsmsg.report import print_preview
 
-        return print_preview(cfg, recipients, why or {}, subject, text, io.stdout)
+        return print_preview(cfg, recipients, why or {}, subject, text, io.stdout, skipped)
+    if skipped:
+        from cvsmsg.report import print_skipped
+
+        print_skipped(skipped, label, opts["quiet"], io.stderr)
+        if not recipients:
+            return ExitStatus.OK
     from cvsmsg.dispatch import dispatch
 
     report = dispatch(cfg, recipients, subject, text, io.environ)
-    return print_report(report, opts["quiet"], io.stderr)
+    return print_report(report, opts["quiet"], io.stderr, label)

@@ -88,6 +88,9 @@ class Config:
     # A late message's body ends with "[queued TIME: offline]" (its <delay> stamp is always
     # sent; the note is for clients that do not show it).
     late_note: bool = True
+    # False: `notify` skips a commit-watch notification for a recipient whom a [[loginfo]]
+    # rule already tells about that directory's commits (they get the commit message).
+    commit_watch_for_followers: bool = True
 
     @property
     def allowed_subscribers(self) -> tuple[str, ...]:
@@ -207,6 +210,7 @@ _KNOWN_KEYS = {
 _SPOOL_KEYS = {"spool_dir", "withheld", "delivery", "queue_max_age", "coalesce_seconds"}
 _KNOWN_KEYS |= _SPOOL_KEYS
 _KNOWN_KEYS |= {"late_note"}
+_KNOWN_KEYS |= {"commit_watch_for_followers"}
 
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -459,6 +463,7 @@ def load_config(
         max_roster=int(number("max_roster", DEFAULT_MAX_ROSTER, 0)),
         password_source=password_source,
         late_note=_flag(data, "late_note", True, where),
+        commit_watch_for_followers=_flag(data, "commit_watch_for_followers", True, where),
     )
 
 

@@ -16,7 +16,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cvsmsg.config import LoginfoRule
-from cvsmsg.errors import UsageError
+from cvsmsg.cvs import COMMIT_WATCHES, WatchNotice, notice_directory
+from cvsmsg.errors import RecipientError, UsageError
+from cvsmsg.recipients import normalize_recipient
 
 COMMIT = "commit"
 IMPORT = "import"
@@ -306,6 +308,29 @@ def route_why(directory: str, rules: Iterable[LoginfoRule]) -> dict[str, int]:
             for jid in rule.to:
                 recipients.setdefault(jid, number)
     return recipients
+
+
+def commit_message_followers(
+    notice: WatchNotice | None, values: Iterable[str], rules: Sequence[LoginfoRule],
+    default_domain: str | None,
+) -> dict[str, str]:
+    """Which notify recipients (as given) follow the directory of a commit-watch notice
+    through `[[loginfo]]`, each with why: they get the commit message, so with
+    `commit_watch_for_followers = false` the watch notification skips them."""
+    if notice is None or notice.kind not in COMMIT_WATCHES:
+        return {}
+    directory = notice_directory(notice)
+    followers = route_why(directory, rules)
+    skipped: dict[str, str] = {}
+    for value in values:
+        try:
+            jid = normalize_recipient(value, default_domain)
+        except RecipientError:
+            continue  # the run reports it
+        if jid in followers:
+            skipped[value] = (f"follows {directory} through {rule_text(rules, followers[jid])}; "
+                              "commit_watch_for_followers = false")
+    return skipped
 
 
 def rule_text(rules: Sequence[LoginfoRule], number: int) -> str:

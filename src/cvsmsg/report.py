@@ -33,6 +33,7 @@ class Outcome:
     reason: str
     failed: bool = False  # invalid address or rejected by the server
     handed_off: bool = False  # written to the spool for the deliverer or `cvsmsg serve`
+    earlier: bool = False  # messages queued by earlier runs, not this run's message
 
 
 @dataclass(frozen=True)
@@ -49,18 +50,30 @@ class Report:
         return ExitStatus.OK
 
 
-def print_report(report: Report, quiet: bool, err: TextIO) -> ExitStatus:
-    """One line per recipient on stderr (failures even with -q); the run's exit code."""
+def print_report(report: Report, quiet: bool, err: TextIO, label: str = "") -> ExitStatus:
+    """One line per recipient on stderr (failures even with -q); the run's exit code.
+    `label` says which message this run's lines are about: `delivered (commit) to X`
+    (loginfo) and `delivered (watch) to X` (a commit watch) tell the two apart."""
     for outcome in report.outcomes:
         if outcome.failed:
             log.error("error: %s", outcome.reason)
         elif not quiet:
-            verb = "delivered to" if outcome.delivered else "withheld from"
+            verb, prep = ("delivered", "to") if outcome.delivered else ("withheld", "from")
             if outcome.handed_off:
-                verb = "queued for"
-            err.write(f"cvsmsg: {verb} {outcome.recipient}: {outcome.reason}\n")
+                verb, prep = "queued", "for"
+            if label and not outcome.earlier:
+                verb += f" ({label})"
+            err.write(f"cvsmsg: {verb} {prep} {outcome.recipient}: {outcome.reason}\n")
     err.flush()
     return report.status
+
+
+def print_skipped(skipped: Mapping[str, str], label: str, quiet: bool, err: TextIO) -> None:
+    """`cvsmsg: skipped (watch) for X: why`: recipients this run leaves out on purpose."""
+    if not quiet:
+        for value, why in skipped.items():
+            err.write(f"cvsmsg: skipped ({label}) for {value}: {why}\n")
+        err.flush()
 
 
 def print_flush(stats: DrainStats, out: TextIO) -> None:
@@ -113,7 +126,7 @@ def age(seconds: float) -> str:
 
 
 def print_preview(cfg: Config, values: list[str], why: Mapping[str, str], subject: str,
-                  text: str, out: TextIO) -> ExitStatus:
+                  text: str, out: TextIO, skipped: Mapping[str, str] | None = None) -> ExitStatus:
     """--dry-run: to whom (and why each one), when, and the message itself, on stdout;
     exit 7 when a recipient is invalid, as the real run would."""
     from cvsmsg.message import split_message
@@ -131,6 +144,8 @@ def print_preview(cfg: Config, values: list[str], why: Mapping[str, str], subjec
             if jid not in seen:
                 seen.add(jid)
                 out.write(f"to {jid}: {why.get(value, 'given on the command line')}\n")
+    for value, reason in (skipped or {}).items():
+        out.write(f"skipped {value}: {reason}\n")
     gate = " or ".join(sorted(cfg.withhold_show))
     later = "queued" if cfg.withheld == "queue" else "dropped"
     out.write(f"when: at once to each one available{f' and not {gate}' if gate else ''}; "
