@@ -142,7 +142,7 @@ def test_three_hundred_notifications_from_one_cvs_commit(bot, person, prosody, t
     assert result.returncode == 0, result.stderr
     handed = [line for line in result.stderr.splitlines() if line.startswith("cvsmsg:")]
     assert len(handed) == 300, result.stderr[-2000:]
-    assert set(handed) == {f"cvsmsg: queued for {p.jid}: background delivery"
+    assert set(handed) == {f"cvsmsg: queued (watch) for {p.jid}: background delivery"
                            for p in people.values()}
     assert_every_watcher_got_every_commit(repo, people)
     assert wait_for(lambda: spool_files(spool_dir) == [], 10)
