@@ -73,7 +73,7 @@ def test_background_withheld_then_delivered_by_the_next_run(bot, person, bg_conf
     msgs = alice.settle()
     assert sorted(first_lines(msgs)) == ["proj a.txt", "proj b.txt"]  # each once
     late = next(m for m in msgs if "proj a.txt" in m.body)
-    assert ": dnd (resource desk)" in late.body
+    assert "queued " in late.body and ": dnd" in late.body and "resource" not in late.body
 
 
 def test_concurrent_hand_offs_one_deliverer_every_message_once(bot, person, bg_config,
@@ -142,7 +142,7 @@ def test_three_hundred_notifications_from_one_cvs_commit(bot, person, prosody, t
     assert result.returncode == 0, result.stderr
     handed = [line for line in result.stderr.splitlines() if line.startswith("cvsmsg:")]
     assert len(handed) == 300, result.stderr[-2000:]
-    assert set(handed) == {f"cvsmsg: queued for {p.jid}: background delivery"
+    assert set(handed) == {f"cvsmsg: queued (watch) for {p.jid}: background delivery"
                            for p in people.values()}
     assert_every_watcher_got_every_commit(repo, people)
     assert wait_for(lambda: spool_files(spool_dir) == [], 10)

@@ -124,6 +124,10 @@ LOGINFO_ARGVS = [
     [],  # CVS always gives the directory, but click accepts none
     ["--help"],
     ["-h", "proj"],
+    ["-n", "proj"],
+    ["--dry-run", "--to", "a@x", "proj", "-n"],
+    ["-qn", "proj"],
+    ["--dry-run=1", "proj"],
 ]
 
 
@@ -142,7 +146,7 @@ def test_fast_parser_reads_what_cvs_passes():
     assert notify == {
         "config_path": Path("/etc/c.toml"), "file": None, "subject": None,
         "message_type": None, "server": None, "timeout": None, "quiet": False, "verbose": 2,
-        "debug": False, "recipients": ("a@x", "-b"), "rooms": (),
+        "debug": False, "recipients": ("a@x", "-b"), "rooms": (), "dry_run": False,
     }
     loginfo = options.parse(options.LOGINFO, ["--to", "a@x", "p", "-v", "NONE", "1.1"])
     assert loginfo is not None

@@ -113,7 +113,7 @@ def test_commit_notifies_commit_watcher(bot, person, make_repo, method):
     for marker in TROUBLE:
         assert marker not in result.stderr, result.stderr
     assert "cvsmsg" not in result.stdout
-    assert f"cvsmsg: delivered to {alice.jid}" in result.stderr
+    assert f"cvsmsg: delivered (watch) to {alice.jid}" in result.stderr
     msgs = alice.settle()
     assert [m.body for m in msgs] == [notice(repo, "commit", "bob", "sub/s.txt")]
 

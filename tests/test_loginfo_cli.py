@@ -44,7 +44,7 @@ def test_to_option_delivers(bot, person):
     alice = person("")
     result = loginfo(bot, "--to", alice.jid, *ARGS)
     assert (result.returncode, result.stdout) == (0, ""), result.stderr
-    assert result.stderr == f"cvsmsg: delivered to {alice.jid}: available\n"
+    assert result.stderr == f"cvsmsg: delivered (commit) to {alice.jid}: available\n"
     [msg] = alice.settle()
     assert (msg.sender, msg.subject, msg.body, msg.type) == (
         bot.jid, "CVS commit: proj by bob", BODY, "normal"
@@ -62,9 +62,9 @@ to = ["{alice.jid}", "{dave.jid}"]
     assert result.returncode == 10, result.stderr
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
-        f"cvsmsg: delivered to {carol.jid}: available",
-        f"cvsmsg: delivered to {alice.jid}: available",
-        f"cvsmsg: withheld from {dave.jid}: dnd (resource desk); queued",
+        f"cvsmsg: delivered (commit) to {carol.jid}: available",
+        f"cvsmsg: delivered (commit) to {alice.jid}: available",
+        f"cvsmsg: withheld (commit) from {dave.jid}: dnd (resource desk); queued",
     ]
     assert [(m.body, m.type) for m in alice.settle()] == [(BODY, "chat")]
     assert len(carol.settle()) == 1

@@ -84,9 +84,9 @@ def test_commit_reaches_the_followers_of_each_directory(bot, person, prosody, tm
     assert_clean(result)
     # one loginfo run per directory, proj first
     assert cvsmsg_lines(result.stderr) == [
-        f"cvsmsg: delivered to {alice.jid}: available",
-        f"cvsmsg: withheld from {dave.jid}: dnd (resource desk); queued",
-        f"cvsmsg: delivered to {carol.jid}: available",
+        f"cvsmsg: delivered (commit) to {alice.jid}: available",
+        f"cvsmsg: withheld (commit) from {dave.jid}: dnd (resource desk); queued",
+        f"cvsmsg: delivered (commit) to {carol.jid}: available",
     ]
     [to_alice] = alice.settle()
     assert (to_alice.sender, to_alice.subject) == (bot.jid, "CVS commit: proj by bob")
@@ -130,7 +130,8 @@ def test_import_and_new_directory(bot, person, prosody, tmp_path, method):
 
     for result in (added, imported):
         assert_clean(result)
-        assert cvsmsg_lines(result.stderr) == [f"cvsmsg: delivered to {alice.jid}: available"]
+        assert cvsmsg_lines(result.stderr) == [
+            f"cvsmsg: delivered (commit) to {alice.jid}: available"]
     new_dir, vendor = alice.settle()
     assert (new_dir.subject, new_dir.body) == (
         "CVS new directory: proj/doc by bob", f"New directory by bob: {repo.root}/proj/doc"
@@ -205,7 +206,7 @@ def test_example_loginfo_works_as_shipped(bot, person, prosody, tmp_path, method
     result = bob.cvs("commit", "-m", "from the example")
 
     assert_clean(result)
-    assert cvsmsg_lines(result.stderr) == [f"cvsmsg: delivered to {alice.jid}: available"]
+    assert cvsmsg_lines(result.stderr) == [f"cvsmsg: delivered (commit) to {alice.jid}: available"]
     [msg] = alice.settle()
     assert msg.subject == "CVS commit: proj by bob"
     assert "  a.txt 1.1.1.1 -> 1.2\n" in msg.body

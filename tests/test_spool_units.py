@@ -305,14 +305,14 @@ def test_render_single_and_digest():
     [single] = render(batches([entry(body="one")], 2, 60)[0], 10_000, fmt)
     assert single == Digest("S", "one", (entry().id,))
     es = [entry(body="proj a.txt\n---\nBy bob", n=1),
-          entry(created=1000.5, body="proj b.txt", attempts=2, reason="dnd", n=2)]
+          entry(created=1000.5, body="proj b.txt", attempts=2, reason="dnd (resource desk)", n=2)]
     [digest] = render(batches(es, 2, 60)[0], 10_000, fmt)
     assert digest.subject == "S (2 notifications)"
     assert digest.body == "[1/2]\nproj a.txt\n---\nBy bob\n\n[2/2] queued T1000.5: dnd\nproj b.txt"
     assert digest.ids == tuple(e.id for e in es)
     late = entry(body="x", attempts=1, reason="cannot connect")
     assert render(batches([late], 2, 60)[0], 10_000, fmt)[0].body == (
-        "x\n\n[queued T1000: cannot connect]")
+        "x\n\n[queued T1000]")  # an error text is the administrator's, never the reader's
     assert late_note(entry()) == ""
 
 

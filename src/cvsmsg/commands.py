@@ -66,10 +66,24 @@ def notify(opts: Options, io: Io) -> ExitStatus:
         raise UsageError(NO_RECIPIENT)
     cfg = _config(opts, io, subject=opts["subject"], message_type=opts["message_type"],
                   server=opts["server"], timeout=opts["timeout"])
+    from cvsmsg.cvs import COMMIT_WATCHES, parse_notify
     from cvsmsg.message import clean_text
 
-    return _send(cfg, list(opts["recipients"]), cfg.subject, clean_text(raw), opts, io,
-                 opts["rooms"])
+    text = clean_text(raw)
+    why = dict.fromkeys(opts["recipients"], "given on the command line")
+    notice = parse_notify(text)
+    # A commit gives a watcher this and, if they follow the directory, the loginfo message:
+    # the lines say which is which, and followers may be left to the commit message.
+    label = "watch" if notice is not None and notice.kind in COMMIT_WATCHES else ""
+    skipped: dict[str, str] = {}
+    if label and not cfg.commit_watch_for_followers and cfg.loginfo:
+        from cvsmsg.loginfo import commit_message_followers
+
+        skipped = commit_message_followers(notice, why, cfg.loginfo, cfg.default_domain)
+        for value in skipped:
+            del why[value]
+    return _send(cfg, list(why), cfg.subject, text, opts, io, opts["rooms"], why, label,
+                 skipped)
 
 
 def loginfo(opts: Options, io: Io) -> ExitStatus:
@@ -78,7 +92,14 @@ def loginfo(opts: Options, io: Io) -> ExitStatus:
     raw = read_stdin(io.stdin, NO_LOG_TEXT)
 
     from cvsmsg.account import unix_name
-    from cvsmsg.loginfo import Layout, committer, followers, format_commit, parse_loginfo, route
+    from cvsmsg.loginfo import (
+        Layout,
+        committer,
+        followers,
+        format_commit,
+        parse_loginfo,
+        route,
+    )
     from cvsmsg.message import clean_text
 
     # Arguments are bytes to CVS: a name that is not UTF-8 is shown with U+FFFD.
@@ -97,8 +118,11 @@ def loginfo(opts: Options, io: Io) -> ExitStatus:
                                                                    rooms=True)),
     ]))
     if not groups and not rooms:
-        log.info("nothing to send for %s: no [[loginfo]] rule names anyone and no --to",
-                 ", ".join(c.directory for c in commits))
+        nothing = (f"nothing to send for {', '.join(c.directory for c in commits)}: "
+                   "no [[loginfo]] rule names anyone and no --to")
+        if opts["dry_run"]:
+            io.stdout.write(f"dry run: {nothing}\n")
+        log.info("%s", nothing)
         return ExitStatus.OK
     from cvsmsg.dispatch import dispatch
     from cvsmsg.report import Report
@@ -109,6 +133,15 @@ def loginfo(opts: Options, io: Io) -> ExitStatus:
     sends = [(recipients, theirs, ()) for recipients, theirs in groups]
     if rooms:  # a room reads the whole commit
         sends.append(([], commits, tuple(rooms)))
+    if opts["dry_run"]:
+        status = ExitStatus.OK
+        for recipients, theirs, room_values in sends:
+            subject, body = format_commit(theirs, user, layout)
+            why = {jid: _why_loginfo(jid, theirs, opts["to"], cfg) for jid in recipients}
+            why |= dict.fromkeys(room_values, "a group-chat room")
+            status = max(status, _send(cfg, [*recipients, *room_values], subject,
+                                       clean_text(body.encode("utf-8")), opts, io, (), why))
+        return ExitStatus(status)
     for recipients, theirs, room_values in sends:
         subject, body = format_commit(theirs, user, layout)
         try:
@@ -119,10 +152,24 @@ def loginfo(opts: Options, io: Io) -> ExitStatus:
             # failed, the rest go to the spool (no second wait); the error is the run's.
             failure = failure or exc
             cfg = replace(cfg, delivery="background")
-    status = print_report(Report(outcomes), opts["quiet"], io.stderr)
+    status = print_report(Report(outcomes), opts["quiet"], io.stderr, "commit")
     if failure is not None:
         raise failure
     return status
+
+
+def _why_loginfo(jid: str, commits: Sequence[Commit], to: Sequence[str], cfg: Config
+                 ) -> str:
+    """--dry-run: why `jid` hears about this commit (--to, or the first rule naming them)."""
+    from cvsmsg.loginfo import route_why, rule_text
+
+    if jid in to:
+        return "given with --to"
+    for commit in commits:
+        number = route_why(commit.directory, cfg.loginfo).get(jid)
+        if number is not None:
+            return rule_text(cfg.loginfo, number)
+    return "given on the command line"
 
 
 def _commit_parts(opts: Options, io: Io, commit: Commit, args: list[str], text: str,
@@ -323,10 +370,25 @@ def _spool(opts: Options, io: Io, **overrides: Any) -> tuple[Config, Spool]:
 
 
 def _send(cfg: Config, recipients: list[str], subject: str, text: str, opts: Options,
-          io: Io, rooms: Sequence[str] = ()) -> ExitStatus:
+          io: Io, rooms: Sequence[str] = (), why: Mapping[str, str] | None = None,
+          label: str = "", skipped: Mapping[str, str] | None = None) -> ExitStatus:
     """How `notify` and `loginfo` both deliver: `dispatch` decides hand-off or direct;
-    we print one line per recipient and room."""
+    we print one line per recipient and room (`label`led, and one per `skipped`
+    recipient). With --dry-run: only say what would be sent, to whom and `why` (stdout),
+    without connecting or touching the spool."""
+    if opts["dry_run"]:
+        from cvsmsg.report import print_preview
+
+        why = {**dict.fromkeys(rooms, "a group-chat room (--room)"), **(why or {})}
+        return print_preview(cfg, [*recipients, *rooms], why, subject, text, io.stdout,
+                             skipped)
+    if skipped:
+        from cvsmsg.report import print_skipped
+
+        print_skipped(skipped, label, opts["quiet"], io.stderr)
+        if not recipients and not rooms:
+            return ExitStatus.OK
     from cvsmsg.dispatch import dispatch
 
     report = dispatch(cfg, recipients, subject, text, io.environ, list(rooms))
-    return print_report(report, opts["quiet"], io.stderr)
+    return print_report(report, opts["quiet"], io.stderr, label)

@@ -97,6 +97,12 @@ class Config:
     viewer_url: str = ""
     viewer_file_url: str = ""
     max_files: int = DEFAULT_MAX_FILES
+    # A late message's body ends with "[queued TIME: offline]" (its <delay> stamp is always
+    # sent; the note is for clients that do not show it).
+    late_note: bool = True
+    # False: `notify` skips a commit-watch notification for a recipient whom a [[loginfo]]
+    # rule already tells about that directory's commits (they get the commit message).
+    commit_watch_for_followers: bool = True
 
     @property
     def allowed_subscribers(self) -> tuple[str, ...]:
@@ -219,6 +225,8 @@ _SPOOL_KEYS |= {"spool_group"}
 _KNOWN_KEYS |= _SPOOL_KEYS
 _COMMIT_MESSAGE_KEYS = {"viewer_url", "viewer_file_url", "max_files"}
 _KNOWN_KEYS |= _COMMIT_MESSAGE_KEYS
+_KNOWN_KEYS |= {"late_note"}
+_KNOWN_KEYS |= {"commit_watch_for_followers"}
 
 # Largest first: the one table for reading and for showing durations.
 DURATION_UNITS = (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
@@ -551,4 +559,12 @@ def load_config(
         password_source=password_source,
         room_nick=_room_nick(data, where),
         **_commit_message_settings(data, where),
+        late_note=_flag(data, "late_note", True, where),
+        commit_watch_for_followers=_flag(data, "commit_watch_for_followers", True, where),
     )
+
+
+def _flag(data: Mapping[str, Any], key: str, default: bool, where: str) -> bool:
+    """A true/false key."""
+    value = _expect(data, key, bool, where)
+    return default if value is None else value

@@ -22,6 +22,19 @@ _NOTICE = re.compile(
 )
 
 
+# The watch kinds a commit triggers (besides the loginfo message it gives).
+COMMIT_WATCHES = ("commit", "temporary commit")
+
+
+def notice_directory(notice: WatchNotice) -> str:
+    """The repository-relative directory of the file a notice is about: line 1 is
+    `DIR FILE` and the `watch on` path ends with DIR (either may hold spaces)."""
+    for i, char in enumerate(notice.path):
+        if char == " " and notice.repository.endswith("/" + notice.path[:i]):
+            return notice.path[:i]
+    return notice.path.partition(" ")[0]
+
+
 def parse_notify(text: str) -> WatchNotice | None:
     """Recognise CVS's notify text; None for anything else (it is still sent verbatim)."""
     match = _NOTICE.match(text)

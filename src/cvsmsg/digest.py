@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from cvsmsg.message import wire_size
+from cvsmsg.policy import shown_reason
 from cvsmsg.spool import Entry
 
 # After a refusal a digest holds at most this many notifications, a quarter as many after
@@ -61,6 +62,9 @@ class Digest:
     subject: str
     body: str
     ids: tuple[str, ...]
+    # When the notification was made (the oldest, for a digest), if any of it comes late:
+    # the XEP-0203 <delay> stamp. None for fresh ones.
+    made: float | None = None
 
 
 def batches(
@@ -118,18 +122,31 @@ def local_time(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(ts))
 
 
-def late_note(entry: Entry, fmt: Callable[[float], str] = local_time) -> str:
-    """Why a message comes late (empty for a fresh one): the reader should not take a
-    notification held for hours for something that just happened."""
-    if not entry.queued:
+def late_note(entry: Entry, fmt: Callable[[float], str] | None = local_time) -> str:
+    """Why a message comes late (empty for a fresh one, or when `fmt` is None: notes
+    turned off): the reader should not take a notification held for hours for something
+    that just happened. Only the gate's short word (see `shown_reason`), never an error."""
+    if not entry.queued or fmt is None:
         return ""
-    return f"queued {fmt(entry.created)}: {entry.reason}" if entry.reason else \
-        f"queued {fmt(entry.created)}"
+    why = shown_reason(entry.reason)
+    return f"queued {fmt(entry.created)}: {why}" if why else f"queued {fmt(entry.created)}"
 
 
-def render(batch: Batch, budget: int, fmt: Callable[[float], str] = local_time) -> list[Digest]:
+def made(entries: Iterable[Entry]) -> float | None:
+    """The <delay> stamp for these notifications: the oldest one's time, when any of
+    them comes late (withheld or failed before); None when all are fresh."""
+    entries = list(entries)
+    if not any(e.queued for e in entries):
+        return None
+    return min(e.created for e in entries)
+
+
+def render(
+    batch: Batch, budget: int, fmt: Callable[[float], str] | None = local_time
+) -> list[Digest]:
     """The messages for a batch: the message itself when alone, else digests listing each
     notification in order (`[i/n]` headers), each digest within `budget` wire bytes.
+    `fmt` None leaves the `queued …` notes out (config `late_note = false`).
 
     A notification that does not fit `budget` on its own goes out alone, to be split into
     numbered parts like any long message.
@@ -164,14 +181,14 @@ def render(batch: Batch, budget: int, fmt: Callable[[float], str] = local_time) 
             head = f"[{i}/{n}]" + (f" {note}" if note else "")
             blocks.append(f"{head}\n{entry.body}")
         digests.append(Digest(f"{batch.subject} ({n} notifications)", "\n\n".join(blocks),
-                              tuple(e.id for e in chunk)))
+                              tuple(e.id for e in chunk), made(chunk)))
     return digests
 
 
-def _single(entry: Entry, fmt: Callable[[float], str]) -> Digest:
+def _single(entry: Entry, fmt: Callable[[float], str] | None) -> Digest:
     """One message; when the server already has its beginning, the rest of it."""
     note = late_note(entry, fmt)
     text = entry.body[entry.sent:]
     body = f"{text}\n\n[{note}]" if note else text
     subject = f"{entry.subject} (continued)" if entry.sent else entry.subject
-    return Digest(subject, body, (entry.id,))
+    return Digest(subject, body, (entry.id,), made([entry]))

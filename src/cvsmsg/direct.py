@@ -211,6 +211,6 @@ async def _deliver_queued(
     except CvsmsgError as exc:
         log.warning("queued messages not delivered: %s", exc)
     return [
-        Outcome(jid, True, f"{n} queued notification{'s' if n != 1 else ''}")
+        Outcome(jid, True, f"{n} queued notification{'s' if n != 1 else ''}", earlier=True)
         for jid, n in stats.delivered.items()
     ]

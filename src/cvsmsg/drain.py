@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from cvsmsg.config import Config, format_duration
-from cvsmsg.digest import Batch, Digest, batches, refused_level, render
+from cvsmsg.digest import Batch, Digest, batches, local_time, refused_level, render
 from cvsmsg.errors import (
     SESSION_LOST,
     AuthError,
@@ -220,7 +220,7 @@ class Drainer:
             limit = self.stanza_limit(max(c.entry.refused for c in claims))
             subject = min(wire_size(batch.subject), subject_room(limit))
             budget = limit - STANZA_OVERHEAD - subject - 64
-            for digest in render(fresh, budget):
+            for digest in render(fresh, budget, local_time if self.cfg.late_note else None):
                 owned = [mine[i] for i in digest.ids]
                 await self._send_digest(batch, digest, owned, limit, room)
                 self._record_delivery(batch.recipient, digest, owned, stats)
@@ -262,7 +262,8 @@ class Drainer:
                     done += len(part.body)
                     confirmed += 1
                     continue
-                session.send(batch.recipient, part.subject, part.body, batch.type)
+                session.send(batch.recipient, part.subject, part.body, batch.type,
+                             delay=digest.made)
                 try:
                     async with asyncio.timeout(step):
                         await session.confirm()

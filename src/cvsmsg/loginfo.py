@@ -16,7 +16,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cvsmsg.config import LoginfoRule
-from cvsmsg.errors import UsageError
+from cvsmsg.cvs import COMMIT_WATCHES, WatchNotice, notice_directory
+from cvsmsg.errors import RecipientError, UsageError
+from cvsmsg.recipients import normalize_recipient
 
 COMMIT = "commit"
 IMPORT = "import"
@@ -399,13 +401,50 @@ def route(directory: str, rules: Iterable[LoginfoRule], *, rooms: bool = False) 
     """Recipients (`rooms`: the rooms) for `directory`, CVS's way: the first regex that
     matches (or the DEFAULT rule when none does), plus every ALL rule. Deduplicated, in
     config order."""
+    return list(route_why(directory, rules, rooms=rooms))
+
+
+def route_why(directory: str, rules: Iterable[LoginfoRule], *, rooms: bool = False
+              ) -> dict[str, int]:
+    """`route`, with why: each recipient (or room) and the number (from 1, in the config)
+    of the first `[[loginfo]]` rule that names them."""
     rules = list(rules)
     chosen = next(
         (r for r in rules if r.match not in ("ALL", "DEFAULT") and re.search(r.match, directory)),
         None,
     ) or next((r for r in rules if r.match == "DEFAULT"), None)
-    selected = [r for r in rules if r is chosen or r.match == "ALL"]
-    recipients: list[str] = []
-    for rule in selected:
-        recipients += [jid for jid in (rule.rooms if rooms else rule.to) if jid not in recipients]
+    recipients: dict[str, int] = {}
+    for number, rule in enumerate(rules, 1):
+        if rule is chosen or rule.match == "ALL":
+            for jid in rule.rooms if rooms else rule.to:
+                recipients.setdefault(jid, number)
     return recipients
+
+
+def commit_message_followers(
+    notice: WatchNotice | None, values: Iterable[str], rules: Sequence[LoginfoRule],
+    default_domain: str | None,
+) -> dict[str, str]:
+    """Which notify recipients (as given) follow the directory of a commit-watch notice
+    through `[[loginfo]]`, each with why: they get the commit message, so with
+    `commit_watch_for_followers = false` the watch notification skips them."""
+    if notice is None or notice.kind not in COMMIT_WATCHES:
+        return {}
+    directory = notice_directory(notice)
+    followers = route_why(directory, rules)
+    skipped: dict[str, str] = {}
+    for value in values:
+        try:
+            jid = normalize_recipient(value, default_domain)
+        except RecipientError:
+            continue  # the run reports it
+        if jid in followers:
+            skipped[value] = (f"follows {directory} through {rule_text(rules, followers[jid])}; "
+                              "commit_watch_for_followers = false")
+    return skipped
+
+
+def rule_text(rules: Sequence[LoginfoRule], number: int) -> str:
+    """`[[loginfo]] rule 2 (match ^proj(/|$))`: which rule (counted from 1 in the config)
+    and its pattern as written."""
+    return f"[[loginfo]] rule {number} (match {rules[number - 1].match})"

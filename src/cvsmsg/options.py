@@ -141,6 +141,9 @@ DROP = Option(("--drop",), "drop", APPEND, metavar="ID",
 EXAMPLE = Option(("--example",), "example", FLAG,
                 help="Print a commented example config to stdout (the one in "
                      "examples/config.toml) and exit.")
+DRY_RUN = Option(("-n", "--dry-run"), "dry_run", FLAG,
+                 help="Print on stdout what would be sent, to whom and why; connect to "
+                      "nothing, queue nothing.")
 LOCK_FD = Option(("--lock-fd",), "lock_fd", convert=whole_number, metavar="FD",
                  help="The deliver lock, inherited from notify.")
 
@@ -148,9 +151,10 @@ LOCK_FD = Option(("--lock-fd",), "lock_fd", convert=whole_number, metavar="FD",
 CONNECTION = (CONFIG, SERVER, TIMEOUT)
 OUTPUT = (QUIET, VERBOSE, DEBUG)
 
-NOTIFY = Command("notify", (CONFIG, FILE, SUBJECT, TYPE, SERVER, TIMEOUT, *OUTPUT, ROOM),
+NOTIFY = Command("notify", (CONFIG, FILE, SUBJECT, TYPE, SERVER, TIMEOUT, *OUTPUT, ROOM,
+                           DRY_RUN),
                  Argument("recipients", "RECIPIENT..."), reads_stdin=True)
-LOGINFO = Command("loginfo", (TO, TYPE, *CONNECTION, *OUTPUT, ROOM),
+LOGINFO = Command("loginfo", (TO, TYPE, *CONNECTION, *OUTPUT, ROOM, DRY_RUN),
                   Argument("cvs_args", "DIRECTORY [NAME OLD NEW]..."),
                   interspersed=False, reads_stdin=True)
 CHECK = Command("check", (*CONNECTION, VERBOSE, DEBUG), Argument("jids", "[JID]..."))

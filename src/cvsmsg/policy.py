@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+from cvsmsg.config import SHOW_VALUES
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,26 @@ class Decision:
     reason: str
 
 
+# Why `decide` withholds (the administrator's words), and what a recipient may read of it.
+OFFLINE = "offline"
+NOT_VISIBLE = "presence not visible (no subscription to their presence)"
+NEGATIVE_ONLY = "online only with negative priority (cannot receive messages)"
+_SHOWN = ((OFFLINE, "offline"), (NOT_VISIBLE, "presence not shared"),
+          (NEGATIVE_ONLY, "negative priority"))
+_WITHHELD_SHOW = re.compile(rf"({'|'.join(SHOW_VALUES)}) \(resource ")
+
+
+def shown_reason(reason: str) -> str:
+    """The gate's short word for why a queued message waited ("offline", "dnd", ...), for
+    the recipient's eyes; "" for anything else: an error text (a failed login, a refused
+    stanza) is the administrator's business and never goes into a message."""
+    for said, shown in _SHOWN:
+        if reason == said or reason.startswith(said + ";"):
+            return shown
+    match = _WITHHELD_SHOW.match(reason)
+    return match[1] if match else ""
+
+
 def decide(view: PresenceView, withhold_show: frozenset[str]) -> Decision:
     """Deliver only to someone with an available resource and no resource in a withheld show.
 
@@ -37,8 +60,8 @@ def decide(view: PresenceView, withhold_show: frozenset[str]) -> Decision:
     """
     if not view.resources:
         if not view.visible:
-            return Decision(False, "presence not visible (no subscription to their presence)")
-        return Decision(False, "offline")
+            return Decision(False, NOT_VISIBLE)
+        return Decision(False, OFFLINE)
     blocking = sorted(
         (res, show) for res, show in view.resources.items() if show in withhold_show
     )
@@ -47,7 +70,7 @@ def decide(view: PresenceView, withhold_show: frozenset[str]) -> Decision:
         return Decision(False, f"{show} (resource {res or '(bare)'})")
     reachable = [res for res in view.resources if res not in view.negative_priority]
     if not reachable:
-        return Decision(False, "online only with negative priority (cannot receive messages)")
+        return Decision(False, NEGATIVE_ONLY)
     shows = sorted({view.resources[res] or "available" for res in reachable})
     return Decision(True, ", ".join(shows))
 

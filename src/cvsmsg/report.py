@@ -14,8 +14,10 @@ from cvsmsg.status import ExitStatus
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import TextIO
 
+    from cvsmsg.config import Config
     from cvsmsg.drain import DrainStats
     from cvsmsg.spool import Entry, Spool
 
@@ -32,6 +34,7 @@ class Outcome:
     failed: bool = False  # invalid address or rejected by the server
     handed_off: bool = False  # written to the spool for the deliverer or `cvsmsg serve`
     room: bool = False  # a group-chat room (failed: it could not be joined; queued)
+    earlier: bool = False  # messages queued by earlier runs, not this run's message
 
 
 @dataclass(frozen=True)
@@ -50,21 +53,33 @@ class Report:
         return ExitStatus.OK
 
 
-def print_report(report: Report, quiet: bool, err: TextIO) -> ExitStatus:
-    """One line per recipient on stderr (failures even with -q); the run's exit code."""
+def print_report(report: Report, quiet: bool, err: TextIO, label: str = "") -> ExitStatus:
+    """One line per recipient on stderr (failures even with -q); the run's exit code.
+    `label` says which message this run's lines are about: `delivered (commit) to X`
+    (loginfo) and `delivered (watch) to X` (a commit watch) tell the two apart."""
     for outcome in report.outcomes:
         if outcome.failed:
             log.error("error: %s", outcome.reason)
         elif not quiet:
-            verb = "delivered to" if outcome.delivered else "withheld from"
+            verb, prep = ("delivered", "to") if outcome.delivered else ("withheld", "from")
             if outcome.handed_off:
-                verb = "queued for"
+                verb, prep = "queued", "for"
+            if label and not outcome.earlier:
+                verb += f" ({label})"
             if outcome.room:
-                verb += " room"
+                prep += " room"
             reason = f": {outcome.reason}" if outcome.reason else ""
-            err.write(f"cvsmsg: {verb} {outcome.recipient}{reason}\n")
+            err.write(f"cvsmsg: {verb} {prep} {outcome.recipient}{reason}\n")
     err.flush()
     return report.status
+
+
+def print_skipped(skipped: Mapping[str, str], label: str, quiet: bool, err: TextIO) -> None:
+    """`cvsmsg: skipped (watch) for X: why`: recipients this run leaves out on purpose."""
+    if not quiet:
+        for value, why in skipped.items():
+            err.write(f"cvsmsg: skipped ({label}) for {value}: {why}\n")
+        err.flush()
 
 
 def print_flush(stats: DrainStats, out: TextIO) -> None:
@@ -122,3 +137,37 @@ def shown(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def print_preview(cfg: Config, values: list[str], why: Mapping[str, str], subject: str,
+                  text: str, out: TextIO, skipped: Mapping[str, str] | None = None) -> ExitStatus:
+    """--dry-run: to whom (and why each one), when, and the message itself, on stdout;
+    exit 7 when a recipient is invalid, as the real run would."""
+    from cvsmsg.message import split_message
+    from cvsmsg.recipients import resolve_recipients
+
+    out.write("dry run: nothing sent, nothing queued\n")
+    seen: set[str] = set()
+    status = ExitStatus.OK
+    for value in values:
+        valid, invalid = resolve_recipients([value], cfg.default_domain, cfg.jid)
+        for outcome in invalid:
+            out.write(f"invalid {outcome.recipient}: {outcome.reason}\n")
+            status = ExitStatus.RECIPIENT
+        for jid in valid:
+            if jid not in seen:
+                seen.add(jid)
+                out.write(f"to {jid}: {why.get(value, 'given on the command line')}\n")
+    for value, reason in (skipped or {}).items():
+        out.write(f"skipped {value}: {reason}\n")
+    gate = " or ".join(sorted(cfg.withhold_show))
+    later = "queued" if cfg.withheld == "queue" else "dropped"
+    out.write(f"when: at once to each one available{f' and not {gate}' if gate else ''}; "
+              f"{later} for the others\n")
+    parts = split_message(subject, text, cfg.max_stanza_bytes, cfg.max_parts)
+    out.write(f"subject: {subject}\ntype: {cfg.message_type}\n")
+    if len(parts) > 1:
+        out.write(f"parts: {len(parts)} (max_stanza_bytes = {cfg.max_stanza_bytes})\n")
+    out.write(f"\n{text}\n")
+    out.flush()
+    return status

@@ -11,6 +11,7 @@ import logging
 import os
 import secrets
 import ssl
+import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -99,6 +100,12 @@ def make_ssl_context(cfg: Config) -> ssl.SSLContext:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+def delay_stamp(ts: float) -> str:
+    """An XEP-0082 UTC DateTime to the second (`2026-12-04T10:00:00Z`), as XEP-0203's
+    `stamp` wants it; whole seconds, which every client parses."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def _ssl_reason(exc: BaseException) -> str:
@@ -497,12 +504,21 @@ class XmppSession:
         negative = frozenset(r for r in resources if (jid, r) in self._negative)
         return PresenceView(resources, visible=self.can_see(jid), negative_priority=negative)
 
-    def send(self, jid: str, subject: str, body: str, mtype: str) -> None:
-        """Queue one message to a bare JID; `confirm` tells when the server has it."""
+    def send(
+        self, jid: str, subject: str, body: str, mtype: str, delay: float | None = None
+    ) -> None:
+        """Queue one message to a bare JID; `confirm` tells when the server has it.
+        `delay`: when the notification was made, for a late one (XEP-0203 <delay>, from
+        the bot's bare JID: we are the entity that held it back)."""
         msg = self.client.make_message(
             mto=jid, mbody=body, msubject=subject, mtype=mtype  # type: ignore[arg-type]
         )
         msg["id"] = secrets.token_hex(8)
+        if delay is not None:
+            if self.client.plugin.get("xep_0203", None) is None:
+                self.client.register_plugin("xep_0203")
+            msg["delay"]["stamp"] = delay_stamp(delay)
+            msg["delay"]["from"] = self.client.boundjid.bare
         msg.send()
 
     async def confirm(self) -> None:

@@ -56,6 +56,9 @@ class Received:
     body: str
     type: str
     resource: str = ""  # which of the person's devices got it
+    # XEP-0203 <delay xmlns='urn:xmpp:delay'>, read from the raw XML: its stamp and from
+    delay: str = ""
+    delay_from: str = ""
 
 
 class Person:
@@ -96,10 +99,13 @@ class Person:
 
         def on_message(msg: Any) -> None:
             if msg["type"] in ("normal", "chat", "headline"):
+                delay = msg.xml.find("{urn:xmpp:delay}delay")
+                stamp, origin = ("", "") if delay is None else (
+                    delay.get("stamp", ""), delay.get("from", ""))
                 with self._lock:
                     self.messages.append(
                         Received(msg["from"].bare, msg["subject"], msg["body"], msg["type"],
-                                 resource)
+                                 resource, stamp, origin)
                     )
 
         def on_presence(pres: Any) -> None:
