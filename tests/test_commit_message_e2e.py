@@ -69,8 +69,8 @@ def test_one_message_per_follower_for_a_commit_of_three_directories(
 
     assert_clean(result)
     assert sorted(cvsmsg_lines(result.stderr)) == sorted([
-        f"cvsmsg: delivered to {alice.jid}: available",
-        f"cvsmsg: delivered to {carol.jid}: available",
+        f"cvsmsg: delivered (commit) to {alice.jid}: available",
+        f"cvsmsg: delivered (commit) to {carol.jid}: available",
     ])
     [to_alice] = alice.settle()
     assert to_alice.subject == "CVS commit: proj (2 directories) by bob"
@@ -128,7 +128,7 @@ def test_a_500_file_commit_is_one_summarised_message(bot, person, prosody, tmp_p
     result = bob.cvs("commit", "-m", "five hundred files", timeout=120)
 
     assert_clean(result)
-    assert cvsmsg_lines(result.stderr) == [f"cvsmsg: delivered to {alice.jid}: available"]
+    assert cvsmsg_lines(result.stderr) == [f"cvsmsg: delivered (commit) to {alice.jid}: available"]
     [message] = alice.settle()
     assert message.subject == "CVS commit: proj (5 directories) by bob"
     lines = message.body.split("\n")
@@ -157,8 +157,8 @@ def test_commitinfo_never_blocks_a_commit_and_loginfo_falls_back(
     assert cvsmsg_lines(result.stderr) == [
         f"cvsmsg: error: config file {missing} does not exist or is not a file",
         f"cvsmsg: error: config file {missing} does not exist or is not a file",
-        f"cvsmsg: delivered to {alice.jid}: available",
-        f"cvsmsg: delivered to {alice.jid}: available",
+        f"cvsmsg: delivered (commit) to {alice.jid}: available",
+        f"cvsmsg: delivered (commit) to {alice.jid}: available",
     ]
     assert "1.2" in bob.cvs("status", "a.txt").stdout
     assert [m.subject for m in alice.settle()] == [

@@ -89,7 +89,7 @@ def test_commit_routed_to_a_room(bot, person, prosody, tmp_path):
 
     for result in (first, second):
         assert_clean(result)
-        assert cvsmsg_lines(result.stderr) == [f"cvsmsg: delivered to room {room}"]
+        assert cvsmsg_lines(result.stderr) == [f"cvsmsg: delivered (commit) to room {room}"]
     owner.settle()
     assert [m.body.splitlines()[0] for m in seen] == ["CVS commit: proj by bob"] * 2
     assert seen[0].body == (
