@@ -45,13 +45,17 @@ async def deliver(
     posted: dict[str, Outcome] = {}  # rooms: delivered, or refused us (and queued)
     progress: dict[str, int] = {}  # characters of `text` each recipient's server has
     late: list[Outcome] = []
+    clock = asyncio.get_running_loop().time
+    started = clock()
     try:
         async with OneShot(cfg, spool, recipients) as run:
             session = await run.open()
+            opened, tls = clock(), session.tls_version  # (gone once the stream is closed)
             if recipients:
                 confirmed = await _send_gated(cfg, session, recipients, subject, text,
                                               progress)
             await _post_rooms(cfg, spool, session, rooms, subject, text, user, posted)
+            sent = clock()
             late = await _deliver_queued(cfg, spool, session, run.remaining() - CLOSE_MARGIN)
     except (AuthError, *SESSION_LOST) as exc:
         error = _queue_after_error(
@@ -60,6 +64,15 @@ async def deliver(
         raise _queue_rooms_after_error(cfg, spool, rooms, subject, text, user, error,
                                        posted) from None
     await run.close()
+    # -v: where the run's time went, and how it reached the server (one line).
+    log.info(
+        "%s as %s (%s, %s): login and presence %.0f ms, send and confirm %.0f ms, "
+        "%d queued message(s) delivered, closed after %.0f ms",
+        "announced" if session.announced else "probed", session.client.boundjid,
+        "direct TLS" if cfg.tls == "direct" else "STARTTLS", tls,
+        (opened - started) * 1000, (sent - opened) * 1000, len(late),
+        (clock() - started) * 1000,
+    )
     outcomes = [confirmed[jid] for jid in recipients]
     return ([_queue_withheld(cfg, spool, o, subject, text, user) for o in outcomes]
             + [posted[room] for room in rooms] + late)

@@ -27,8 +27,9 @@ ROTATE_BYTES = 1 << 20
 
 def to_stderr(quiet: bool = False, verbose: int = 0, debug: bool = False,
               stream: IO[str] | None = None) -> None:
-    """Lines on stderr: errors only with -q, warnings by default, -v info, -vv debug
-    (with slixmpp's protocol summary), --debug everything including the XML stream."""
+    """Lines on stderr: errors only with -q, warnings by default, -v info (a summary line
+    of where a run's time went), -vv our debug lines (each phase), --debug everything
+    including slixmpp's own log and the XML stream."""
     handler = logging.StreamHandler(sys.stderr if stream is None else stream)
     handler.setFormatter(logging.Formatter(DEBUG_FORMAT if debug else STDERR_FORMAT))
     _install(handler, _secrets())
@@ -45,7 +46,7 @@ def to_stderr(quiet: bool = False, verbose: int = 0, debug: bool = False,
         root.setLevel(logging.ERROR)
     elif verbose:
         root.setLevel(logging.INFO if verbose == 1 else logging.DEBUG)
-        slixmpp.setLevel(logging.WARNING if verbose == 1 else logging.INFO)
+        slixmpp.setLevel(logging.WARNING)  # the library's internals are --debug's
     else:
         root.setLevel(logging.WARNING)
 

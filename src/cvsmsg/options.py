@@ -122,7 +122,7 @@ TIMEOUT = Option(("--timeout",), "timeout", convert=seconds, metavar="SECONDS",
                  help="Deadline for the whole run (default: config 'timeout' or 10).")
 QUIET = Option(("-q", "--quiet"), "quiet", FLAG, help="Only print errors.")
 VERBOSE = Option(("-v", "--verbose"), "verbose", COUNT,
-                 help="Say more (twice: protocol summary).")
+                 help="Say more: where the time went (twice: each phase).")
 DEBUG = Option(("--debug",), "debug", FLAG,
                help="Show the XML stream (password and SASL redacted) and tracebacks.")
 FILE = Option(("--file",), "file", convert=Path, metavar="PATH",
