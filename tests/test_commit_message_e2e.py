@@ -163,3 +163,32 @@ def test_commitinfo_never_blocks_a_commit_and_loginfo_falls_back(
     assert "1.2" in bob.cvs("status", "a.txt").stdout
     assert [m.subject for m in alice.settle()] == [
         "CVS commit: proj by bob", "CVS commit: proj/sub by bob"]
+
+
+def test_diffstat_figures_per_file(bot, person, prosody, tmp_path, method):
+    """diffstat = true: `+added -removed` lines per file, counted by `cvs -R rdiff` while
+    the commit still holds its locks (loginfo runs inside it)."""
+    alice = person("")
+    config = config_with(prosody, bot, tmp_path / "c.toml", [(r"^proj(/|$)", [alice.jid])],
+                         diffstat=True)
+    repo = repo_with_hooks(tmp_path, method, config,
+                           files={"a.txt": "one\ntwo\nthree\n", "b.txt": "x\ny\n",
+                                  "sub/s.txt": "s\n"})
+    bob = repo.checkout("bob")
+    (bob.path / "a.txt").write_text("one\nTWO\nthree\nfour\n")  # +2 -1
+    (bob.path / "n.txt").write_text("1\n2\n3\n")  # added: +3
+    (bob.path / "b.txt").unlink()  # removed: -2
+    (bob.path / "sub/s.txt").write_text("s\nt\n")  # +1 -0
+    bob.cvs("add", "n.txt")
+    bob.cvs("remove", "b.txt")
+
+    result = bob.cvs("commit", "-m", "counted")
+
+    assert_clean(result)
+    [message] = alice.settle()
+    lines = message.body.split("\n")
+    assert "  n.txt 1.1 +3 -0" in lines
+    assert "  a.txt 1.1.1.1 -> 1.2 +2 -1" in lines
+    assert "  b.txt 1.1.1.1 +0 -2" in lines
+    assert "  s.txt 1.1.1.1 -> 1.2 +1 -0" in lines
+    assert not any("no diffstat" in line for line in lines)

@@ -227,3 +227,17 @@ def test_example_viewer_templates_load(tmp_path):
         key, _, value = line.partition(" = ")
         cfg = load_config(write_config(tmp_path / "c.toml", **{key: value}), {})
         assert getattr(cfg, key) == value.strip('"')
+
+
+def test_diffstat_out_of_time_says_so():
+    """The diffstat has one time bound for the whole commit: files it had no time for get
+    no figures, and the message says how many."""
+    from cvsmsg.diffstat import diffstat
+    from cvsmsg.loginfo import Layout, format_message, parse_loginfo
+
+    commit = parse_loginfo(["proj", "a.txt", "1.1", "1.2"], "Log Message:\nx\n")
+    stats, skipped = diffstat([commit], "/nonexistent", {}, budget=0)
+    assert (stats, skipped) == ({}, 1)
+    _, body = format_message(commit, "bob", Layout(stats=stats, stats_skipped=skipped))
+    assert "  a.txt 1.1 -> 1.2" in body.split("\n")
+    assert "(no diffstat for 1 file(s): it ran out of time)" in body.split("\n")

@@ -128,6 +128,13 @@ def loginfo(opts: Options, io: Io) -> ExitStatus:
     from cvsmsg.report import Report
 
     layout = Layout(cfg.viewer_url, cfg.viewer_file_url, cfg.max_files)
+    if cfg.diffstat:
+        from dataclasses import replace as with_stats
+
+        from cvsmsg.diffstat import diffstat
+
+        stats, skipped = diffstat(commits, _repository(commits[0], io.environ), io.environ)
+        layout = with_stats(layout, stats=stats, stats_skipped=skipped)
     outcomes = []
     failure: CvsmsgError | None = None
     sends = [(recipients, theirs, ()) for recipients, theirs in groups]
@@ -156,6 +163,15 @@ def loginfo(opts: Options, io: Io) -> ExitStatus:
     if failure is not None:
         raise failure
     return status
+
+
+def _repository(commit: Commit, env: Mapping[str, str]) -> str:
+    """The repository's path, for the diffstat's `cvs -R -d`: from `Update of` (the
+    directory's path in the repository) less the directory, else $CVSROOT."""
+    update_of = commit.log.update_of
+    if update_of.endswith("/" + commit.directory):
+        return update_of[: -len(commit.directory) - 1]
+    return env.get("CVSROOT", "").rpartition(":")[2]
 
 
 def _why_loginfo(jid: str, commits: Sequence[Commit], to: Sequence[str], cfg: Config

@@ -97,6 +97,7 @@ class Config:
     viewer_url: str = ""
     viewer_file_url: str = ""
     max_files: int = DEFAULT_MAX_FILES
+    diffstat: bool = False  # `+12 -3` per file, from `cvs rdiff` (opt-in: it costs time)
     # A late message's body ends with "[queued TIME: offline]" (its <delay> stamp is always
     # sent; the note is for clients that do not show it).
     late_note: bool = True
@@ -223,7 +224,7 @@ _KNOWN_KEYS |= {"room_nick"}
 _SPOOL_KEYS = {"spool_dir", "withheld", "delivery", "queue_max_age", "coalesce_seconds"}
 _SPOOL_KEYS |= {"spool_group"}
 _KNOWN_KEYS |= _SPOOL_KEYS
-_COMMIT_MESSAGE_KEYS = {"viewer_url", "viewer_file_url", "max_files"}
+_COMMIT_MESSAGE_KEYS = {"viewer_url", "viewer_file_url", "max_files", "diffstat"}
 _KNOWN_KEYS |= _COMMIT_MESSAGE_KEYS
 _KNOWN_KEYS |= {"late_note"}
 _KNOWN_KEYS |= {"commit_watch_for_followers"}
@@ -330,6 +331,7 @@ def _commit_message_settings(data: Mapping[str, Any], where: str) -> dict[str, A
         "viewer_url": _viewer_template(data, "viewer_url", where),
         "viewer_file_url": _viewer_template(data, "viewer_file_url", where),
         "max_files": DEFAULT_MAX_FILES if max_files is None else max_files,
+        "diffstat": _flag(data, "diffstat", False, where),
     }
 
 

@@ -243,6 +243,10 @@ class Layout:
     viewer_url: str = ""
     viewer_file_url: str = ""
     max_files: int | None = None
+    # diffstat (opt-in): (directory, file) -> lines added, removed; files left without
+    # figures when its time bound ran out
+    stats: Mapping[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+    stats_skipped: int = 0
 
 
 def viewer_link(template: str, directory: str, change: FileChange) -> str:
@@ -281,10 +285,14 @@ class _Budget:
         self.skipped += 1
         return False
 
-    def note(self) -> list[str]:
-        if not self.skipped:
-            return []
-        return [f"… and {self.skipped} more file{'s' if self.skipped != 1 else ''}"]
+    def note(self, layout: Layout | None = None) -> list[str]:
+        """`… and 212 more files`, and files the diffstat had no time for."""
+        lines = []
+        if self.skipped:
+            lines.append(f"… and {self.skipped} more file{'s' if self.skipped != 1 else ''}")
+        if layout is not None and layout.stats_skipped:
+            lines.append(f"(no diffstat for {layout.stats_skipped} file(s): it ran out of time)")
+        return lines
 
 
 def _file_groups(commit: Commit, layout: Layout | None = None,
@@ -298,7 +306,9 @@ def _file_groups(commit: Commit, layout: Layout | None = None,
         for change in commit.files:
             if not budget.take():
                 continue
-            groups[change.change].append(_file_line(change))
+            figures = layout.stats.get((commit.directory, change.name))
+            stat = f" +{figures[0]} -{figures[1]}" if figures else ""
+            groups[change.change].append(_file_line(change) + stat)
             template = layout.viewer_url if change.change == "modified" else (
                 layout.viewer_file_url)
             if template:
@@ -339,7 +349,7 @@ def format_message(commit: Commit, user: str, layout: Layout | None = None) -> t
         branch = f" on branch {commit.log.tag}" if commit.log.tag else ""
         lines.append(f"Commit by {user} in {where}{branch}")
         budget = _Budget(layout.max_files if layout else None)
-        groups = _file_groups(commit, layout, budget) + budget.note()
+        groups = _file_groups(commit, layout, budget) + budget.note(layout)
         if groups:
             lines += ["", *groups]
     if commit.log.message:
@@ -371,8 +381,8 @@ def format_commit(commits: Sequence[Commit], user: str, layout: Layout | None = 
         groups = _file_groups(commit, layout, budget)
         if groups:
             lines += ["", f"{commit.directory}:", *groups]
-    if budget.skipped:
-        lines += ["", *budget.note()]
+    if budget.note(layout):
+        lines += ["", *budget.note(layout)]
     message = next((c.log.message for c in commits if c.log.message), "")
     if message:
         lines += ["", "Log message:", message]
