@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import importlib
 import inspect
 import re
 import ssl
@@ -380,3 +381,36 @@ def test_server_max_bytes_reads_the_xep_0478_limits():
         return unset, compat.server_max_bytes(client)
 
     assert run(body()) == (None, 10000)
+
+
+TRICKY_TEXTS = [
+    "", "plain", "&", "&amp;", "&&<<>>", "<![CDATA[x]]>", "a'b\"c", "é ü 雪 \U0001f600",
+    "tab\tnew\nline\rcr", "&lt;already&gt; &#38; &quot;", "]]>", "x" * 70_000 + "<&>'\"",
+    "".join(chr(c) for c in range(0x20, 0x250)),
+]
+
+
+@pytest.mark.parametrize("text", TRICKY_TEXTS)
+def test_fast_escape_equals_slixmpps(text):
+    """The fast escape produces exactly slixmpp's output, with and without CDATA."""
+    # the module: `slixmpp.xmlstream.tostring` as an attribute is the function
+    module = importlib.import_module("slixmpp.xmlstream.tostring")
+
+    original = module.escape.__wrapped__
+    assert module.escape(text) == original(text)
+    assert module.escape(text, True) == original(text, True)
+
+
+def test_tostring_uses_the_patched_escape():
+    """`tostring` looks `escape` up in its module at each call (what the patch relies on),
+    and a serialised message body comes out escaped."""
+    # the module: `slixmpp.xmlstream.tostring` as an attribute is the function
+    module = importlib.import_module("slixmpp.xmlstream.tostring")
+
+    assert getattr(module.escape, "_cvsmsg_fast", False)
+    assert "escape" in module.tostring.__code__.co_names
+    elem = slixmpp.xmlstream.ET.Element("body")
+    elem.text = "a < b & 'c'"
+    assert module.tostring(elem) == "<body>a &lt; b &amp; &apos;c&apos;</body>"
+    compat.apply()  # idempotent: never wraps twice
+    assert getattr(module.escape.__wrapped__, "_cvsmsg_fast", False) is False

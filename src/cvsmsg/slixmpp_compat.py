@@ -116,6 +116,33 @@ def _use_fast_scram() -> None:
     SCRAM.Hi = fast_hi  # type: ignore[method-assign]
 
 
+def _escape_text(text: str) -> str:
+    """XML-escape `text` exactly as slixmpp's `escape` does without CDATA (all five
+    characters, `&` first), in five C-speed passes instead of one Python call per character."""
+    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace("'", "&apos;").replace('"', "&quot;"))
+
+
+def _use_fast_escape() -> None:
+    """slixmpp serialises text through a generator over every character (~16 ms per
+    256 KB part, ~1 M calls per MB); chained `str.replace` gives the same text ~8x faster.
+    `tostring` looks `escape` up in its module at each call, so replacing it there is
+    enough; CDATA output (`use_cdata`) stays slixmpp's own. (Belongs in slixmpp.)"""
+    # the module: `slixmpp.xmlstream.tostring` as an attribute is the function
+    module = importlib.import_module("slixmpp.xmlstream.tostring")
+
+    original = module.escape
+    if getattr(original, "_cvsmsg_fast", False):
+        return
+
+    def fast_escape(text: str, use_cdata: bool = False) -> str:
+        return original(text, use_cdata) if use_cdata else _escape_text(text)
+
+    fast_escape._cvsmsg_fast = True  # type: ignore[attr-defined]
+    fast_escape.__wrapped__ = original  # type: ignore[attr-defined]  # slixmpp's own, for tests
+    module.escape = fast_escape  # type: ignore[attr-defined]
+
+
 def skip_optional_imports(server_configured: bool) -> None:
     """Keep slixmpp from importing what a one-shot run never uses (~30-50 ms at start-up).
 
@@ -136,6 +163,7 @@ def apply() -> types.ModuleType:
     Call once before anything else imports slixmpp (cvsmsg.xmpp does, at import)."""
     slixmpp = import_slixmpp()
     _use_fast_scram()
+    _use_fast_escape()
     return slixmpp
 
 
