@@ -414,3 +414,47 @@ def test_tostring_uses_the_patched_escape():
     assert module.tostring(elem) == "<body>a &lt; b &amp; &apos;c&apos;</body>"
     compat.apply()  # idempotent: never wraps twice
     assert getattr(module.escape.__wrapped__, "_cvsmsg_fast", False) is False
+
+
+def test_roster_versioning_with_a_preloaded_roster(prosody):
+    """XEP-0237 through slixmpp: Prosody advertises `rosterver`; a preloaded roster at the
+    current version gets an empty answer and stays; at an old version the whole roster
+    comes back and cached contacts missing from it are dropped."""
+    user = unique("ver")
+    jid = prosody.register(user, "pw-" + user)
+    friend, ghost = f"friend-{user}@localhost", f"ghost-{user}@localhost"
+
+    async def session(preload: tuple[str, dict[str, Any]] | None = None
+                      ) -> tuple[str, dict[str, Any], int]:
+        client = slixmpp.ClientXMPP(f"{jid}/t", "pw-" + user,
+                                    ssl_context=ssl.create_default_context(cafile=str(prosody.ca)))
+        client.enable_direct_tls = False
+        client.whitespace_keepalive = False
+        started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        client.add_event_handler("session_start",
+                                 lambda _e: started.done() or started.set_result(None))
+        client.connect("127.0.0.1", prosody.port)
+        try:
+            await asyncio.wait_for(started, 10)
+            assert compat.versioned_roster(client)
+            compat.drop_missing_on_full_roster(client)
+            if preload is not None:
+                compat.preload_roster(client, *preload)
+            answer = await client.get_roster(timeout=5)
+            sent = len(answer["roster"]["items"])
+            if preload is None:
+                await client.update_roster(friend, name="Friend")
+            return compat.roster_version(client), compat.roster_items(client), sent
+        finally:
+            await stop(client)
+
+    version, items, _ = run(session())
+    assert version and friend in items  # the push after our change carried a new version
+    assert items[friend][3] == "Friend"
+    again, kept, sent = run(session((version, items)))
+    assert (again, sent) == (version, 0), "unchanged: an empty result"
+    assert kept == items
+    stale = {**items, ghost: (True, True, False, "", [])}
+    _, fresh, sent = run(session(("stale", stale)))
+    assert sent == 1
+    assert set(fresh) == {friend}, "a full answer replaces the cached roster"

@@ -5,10 +5,14 @@ not change, and guard each scale path at a small scale."""
 
 from __future__ import annotations
 
+import stat
 import subprocess
 import sys
+from pathlib import Path
 
-from tests.conftest import Bot
+from cvsmsg import rostercache
+from tests.conftest import Bot, unique
+from tests.harness.prosody import Prosody
 
 NOTICE = "proj a.txt\n---\nTriggered edit watch on /cvs/proj\nBy bob\n"
 
@@ -55,3 +59,70 @@ def test_an_error_exits_the_normal_way(bot, tmp_path):
     )
     assert result.returncode == 3
     assert result.stderr.endswith("interpreter shutdown\n")
+
+
+# -- XEP-0237: the cached roster -------------------------------------------------------------
+
+
+def roster_files(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "cache" / "cvsmsg").glob("roster-*.marshal"))
+
+
+def write_roster(prosody: Prosody, owner: str, contacts: list[str], version: int) -> None:
+    """Write an offline account's roster straight into Prosody's storage (mutual items):
+    a large roster in milliseconds instead of a subscription dance per contact."""
+    def lua(jids: list[str]) -> str:
+        items = "".join(f'\t["{j}"] = {{ ["subscription"] = "both"; ["groups"] = {{}}; }};\n'
+                        for j in jids)
+        return (f'return {{\n\t[false] = {{ ["pending"] = {{}}; ["version"] = {version}; }};\n'
+                f"{items}}};\n")
+
+    directory = prosody.workdir / "data" / prosody.domain / "roster"
+    (directory / f"{owner.partition('@')[0]}.dat").write_text(lua(contacts))
+    for jid in contacts:
+        path = directory / f"{jid.partition('@')[0]}.dat"
+        if not path.exists():
+            path.write_text(lua([owner]))
+
+
+def test_the_second_run_starts_from_the_cached_roster(bot, person, tmp_path):
+    alice = person("")
+    assert bot.run(alice.jid).returncode == 0
+    [cache] = roster_files(tmp_path)
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o600
+    before = cache.stat().st_mtime_ns
+    second = bot.run(alice.jid)  # the server answers "unchanged": the cache is the roster
+    assert second.returncode == 0, second.stderr
+    assert second.stderr == f"cvsmsg: delivered to {alice.jid}: available\n"
+    assert [m.body for m in alice.settle()] == [NOTICE.rstrip("\n")] * 2
+    assert cache.stat().st_mtime_ns == before  # same version: not rewritten
+
+
+def test_a_roster_of_30_contacts_delivers_and_is_cached(bot, person, prosody, tmp_path):
+    """The roster scale path at small scale (bench/bench.py group 4 runs 1000)."""
+    alice = person("")
+    others = [f"{unique('c')}@{prosody.domain}" for _ in range(29)]
+    write_roster(prosody, bot.jid, [alice.jid, *others], version=100)
+    for _ in range(2):
+        result = bot.run(alice.jid)
+        assert result.returncode == 0, result.stderr
+    cached = rostercache.load(roster_files(tmp_path)[0], bot.jid,
+                              f"127.0.0.1:{prosody.port}")
+    assert cached is not None
+    assert cached[0] == "100"
+    assert sorted(cached[1]) == sorted([alice.jid, *others])
+    assert len(alice.settle()) == 2
+
+
+def test_the_roster_cache_is_never_read_through_a_link_or_when_others_can_read_it(tmp_path):
+    path = tmp_path / "cvsmsg" / "roster-x.marshal"
+    items = {"alice@example.org": (True, True, False, "", [])}
+    rostercache.save(path, "bot@example.org", "h:5222", "7", items)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert rostercache.load(path, "bot@example.org", "h:5222") == ("7", items)
+    assert rostercache.load(path, "bot@example.org", "other:5222") is None  # other server
+    link = tmp_path / "cvsmsg" / "roster-link.marshal"
+    link.symlink_to(path)
+    assert rostercache.load(link, "bot@example.org", "h:5222") is None
+    path.chmod(0o640)
+    assert rostercache.load(path, "bot@example.org", "h:5222") is None
