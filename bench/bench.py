@@ -312,7 +312,15 @@ class Bench:
         for mode, config in commit_configs.items():
             env_spool = os.environ.pop("CVSMSG_SPOOL_DIR", None)
             try:
-                wall, done, got_n, messages = commit_run(self.work, mode, config, watchers, files)
+                try:
+                    wall, done, got_n, messages = commit_run(self.work, mode, config, watchers,
+                                                             files)
+                except subprocess.TimeoutExpired as exc:
+                    # CVS sleeps 30 s per lock retry when parallel checkouts collide
+                    print(f"  ({mode}: set-up timed out: {exc}; once more)")
+                    shutil.rmtree(self.work / f"cvs-{mode}", ignore_errors=True)
+                    wall, done, got_n, messages = commit_run(self.work, mode, config, watchers,
+                                                             files)
             finally:
                 if env_spool is not None:
                     os.environ["CVSMSG_SPOOL_DIR"] = env_spool
