@@ -29,9 +29,11 @@ test: deps venv lint
 demo: deps venv
 	$(BIN)/python scripts/demo.py
 
-# cvsmsg beside go-sendxmpp and sendxmpp, one run, same server (installs the peers)
+# issue 11's five targets, cvsmsg beside go-sendxmpp and sendxmpp, one run, same server
+# (installs the peers); BENCH_ARGS=--quick for a smoke test, e.g. --runs 30 --only 1,3
+BENCH_ARGS ?=
 bench: deps venv
-	$(BIN)/python bench/notify_bench.py
+	$(BIN)/python bench/bench.py $(BENCH_ARGS)
 
 # direct vs background vs cvsmsg-drop: one notify, and a real 300-notification cvs commit
 bench-spool: deps venv

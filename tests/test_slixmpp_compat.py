@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import importlib
 import inspect
 import re
 import ssl
@@ -380,3 +381,80 @@ def test_server_max_bytes_reads_the_xep_0478_limits():
         return unset, compat.server_max_bytes(client)
 
     assert run(body()) == (None, 10000)
+
+
+TRICKY_TEXTS = [
+    "", "plain", "&", "&amp;", "&&<<>>", "<![CDATA[x]]>", "a'b\"c", "é ü 雪 \U0001f600",
+    "tab\tnew\nline\rcr", "&lt;already&gt; &#38; &quot;", "]]>", "x" * 70_000 + "<&>'\"",
+    "".join(chr(c) for c in range(0x20, 0x250)),
+]
+
+
+@pytest.mark.parametrize("text", TRICKY_TEXTS)
+def test_fast_escape_equals_slixmpps(text):
+    """The fast escape produces exactly slixmpp's output, with and without CDATA."""
+    # the module: `slixmpp.xmlstream.tostring` as an attribute is the function
+    module = importlib.import_module("slixmpp.xmlstream.tostring")
+
+    original = module.escape.__wrapped__
+    assert module.escape(text) == original(text)
+    assert module.escape(text, True) == original(text, True)
+
+
+def test_tostring_uses_the_patched_escape():
+    """`tostring` looks `escape` up in its module at each call (what the patch relies on),
+    and a serialised message body comes out escaped."""
+    # the module: `slixmpp.xmlstream.tostring` as an attribute is the function
+    module = importlib.import_module("slixmpp.xmlstream.tostring")
+
+    assert getattr(module.escape, "_cvsmsg_fast", False)
+    assert "escape" in module.tostring.__code__.co_names
+    elem = slixmpp.xmlstream.ET.Element("body")
+    elem.text = "a < b & 'c'"
+    assert module.tostring(elem) == "<body>a &lt; b &amp; &apos;c&apos;</body>"
+    compat.apply()  # idempotent: never wraps twice
+    assert getattr(module.escape.__wrapped__, "_cvsmsg_fast", False) is False
+
+
+def test_roster_versioning_with_a_preloaded_roster(prosody):
+    """XEP-0237 through slixmpp: Prosody advertises `rosterver`; a preloaded roster at the
+    current version gets an empty answer and stays; at an old version the whole roster
+    comes back and cached contacts missing from it are dropped."""
+    user = unique("ver")
+    jid = prosody.register(user, "pw-" + user)
+    friend, ghost = f"friend-{user}@localhost", f"ghost-{user}@localhost"
+
+    async def session(preload: tuple[str, dict[str, Any]] | None = None
+                      ) -> tuple[str, dict[str, Any], int]:
+        client = slixmpp.ClientXMPP(f"{jid}/t", "pw-" + user,
+                                    ssl_context=ssl.create_default_context(cafile=str(prosody.ca)))
+        client.enable_direct_tls = False
+        client.whitespace_keepalive = False
+        started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        client.add_event_handler("session_start",
+                                 lambda _e: started.done() or started.set_result(None))
+        client.connect("127.0.0.1", prosody.port)
+        try:
+            await asyncio.wait_for(started, 10)
+            assert compat.versioned_roster(client)
+            compat.drop_missing_on_full_roster(client)
+            if preload is not None:
+                compat.preload_roster(client, *preload)
+            answer = await client.get_roster(timeout=5)
+            sent = len(answer["roster"]["items"])
+            if preload is None:
+                await client.update_roster(friend, name="Friend")
+            return compat.roster_version(client), compat.roster_items(client), sent
+        finally:
+            await stop(client)
+
+    version, items, _ = run(session())
+    assert version and friend in items  # the push after our change carried a new version
+    assert items[friend][3] == "Friend"
+    again, kept, sent = run(session((version, items)))
+    assert (again, sent) == (version, 0), "unchanged: an empty result"
+    assert kept == items
+    stale = {**items, ghost: (True, True, False, "", [])}
+    _, fresh, sent = run(session(("stale", stale)))
+    assert sent == 1
+    assert set(fresh) == {friend}, "a full answer replaces the cached roster"

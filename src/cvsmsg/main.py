@@ -9,6 +9,7 @@ when the fast parser can read their argv exactly; everything else goes through c
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from cvsmsg.errors import CvsmsgError
@@ -39,7 +40,7 @@ def _main(args: list[str]) -> int:
 
     logs.to_stderr(debug=debug)  # until the command sets its own level
     try:
-        return program(args)
+        result = program(args)
     except CvsmsgError as exc:
         log.error("error: %s", exc, exc_info=debug)
         return exc.status
@@ -56,6 +57,32 @@ def _main(args: list[str]) -> int:
         log.error("error: internal error: %s: %s (rerun with --debug)", type(exc).__name__,
                   exc, exc_info=debug)
         return ExitStatus.INTERNAL
+    if argv is None and args and args[0] in EXIT_WITHOUT_GC:
+        exit_without_gc(result)
+    return result
+
+
+# One-shot commands that run once per file and watcher (notify, loginfo) or drain the
+# spool (flush, deliver): once they have returned, every message is acked or queued.
+EXIT_WITHOUT_GC = frozenset({"notify", "loginfo", "flush", "deliver"})
+
+
+def exit_without_gc(status: int) -> None:
+    """End the process now, skipping the interpreter's final garbage collection.
+
+    Tearing down slixmpp's objects costs ~20 ms per run, after the work is done: the
+    command has returned, so the server has acked every message or it is in the spool
+    (fsynced). stdout, stderr and the log handlers are flushed and closed first; if
+    flushing fails (a closed pipe), this returns and the interpreter exits as usual.
+    """
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+    except (OSError, ValueError):
+        return
+    logging.shutdown()
+    os._exit(int(status))
 
 
 def program(args: list[str]) -> int:

@@ -116,6 +116,33 @@ def _use_fast_scram() -> None:
     SCRAM.Hi = fast_hi  # type: ignore[method-assign]
 
 
+def _escape_text(text: str) -> str:
+    """XML-escape `text` exactly as slixmpp's `escape` does without CDATA (all five
+    characters, `&` first), in five C-speed passes instead of one Python call per character."""
+    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace("'", "&apos;").replace('"', "&quot;"))
+
+
+def _use_fast_escape() -> None:
+    """slixmpp serialises text through a generator over every character (~16 ms per
+    256 KB part, ~1 M calls per MB); chained `str.replace` gives the same text ~8x faster.
+    `tostring` looks `escape` up in its module at each call, so replacing it there is
+    enough; CDATA output (`use_cdata`) stays slixmpp's own. (Belongs in slixmpp.)"""
+    # the module: `slixmpp.xmlstream.tostring` as an attribute is the function
+    module = importlib.import_module("slixmpp.xmlstream.tostring")
+
+    original = module.escape
+    if getattr(original, "_cvsmsg_fast", False):
+        return
+
+    def fast_escape(text: str, use_cdata: bool = False) -> str:
+        return original(text, use_cdata) if use_cdata else _escape_text(text)
+
+    fast_escape._cvsmsg_fast = True  # type: ignore[attr-defined]
+    fast_escape.__wrapped__ = original  # type: ignore[attr-defined]  # slixmpp's own, for tests
+    module.escape = fast_escape  # type: ignore[attr-defined]
+
+
 def skip_optional_imports(server_configured: bool) -> None:
     """Keep slixmpp from importing what a one-shot run never uses (~30-50 ms at start-up).
 
@@ -136,6 +163,7 @@ def apply() -> types.ModuleType:
     Call once before anything else imports slixmpp (cvsmsg.xmpp does, at import)."""
     slixmpp = import_slixmpp()
     _use_fast_scram()
+    _use_fast_escape()
     return slixmpp
 
 
@@ -211,6 +239,66 @@ async def ping(client: ClientXMPP, jid: str, timeout: float) -> Iq:
         return await plugin.send_ping(JID(jid), timeout=timeout)
     except IqError as exc:
         return exc.iq
+
+
+# -- XEP-0237 roster versioning: a cached roster in slixmpp's roster ---------------------------
+
+
+def roster_version(client: ClientXMPP) -> str:
+    """The version of the roster slixmpp holds ('' when the server never gave one)."""
+    return str(client.client_roster.version or "")
+
+
+def roster_items(client: ClientXMPP) -> dict[str, tuple[bool, bool, bool, str, list[str]]]:
+    """Every contact slixmpp holds: JID → (from, to, pending_out, name, groups)."""
+    roster = client.client_roster
+    out = {}
+    for jid in list(roster):
+        item = roster[jid]
+        out[str(jid)] = (bool(item["from"]), bool(item["to"]), bool(item["pending_out"]),
+                         str(item["name"] or ""), list(item["groups"] or []))
+    return out
+
+
+def preload_roster(client: ClientXMPP, version: str,
+                   items: dict[str, tuple[bool, bool, bool, str, list[str]]]) -> None:
+    """Put a cached roster in place before `get_roster()`: slixmpp then sends its version
+    (XEP-0237, when the server advertises `rosterver`), and a server with nothing new
+    answers with an empty result that leaves these items as they are. A full answer
+    (a version mismatch) replaces them: see `drop_missing_on_full_roster`."""
+    roster = client.client_roster
+    for jid, (sub_from, sub_to, pending_out, name, groups) in items.items():
+        item = roster[jid]
+        item["from"] = sub_from
+        item["to"] = sub_to
+        item["pending_out"] = pending_out
+        item["name"] = name
+        item["groups"] = groups
+    roster.version = version
+
+
+def drop_missing_on_full_roster(client: ClientXMPP) -> None:
+    """When the roster result carries the whole roster, forget contacts not in it (slixmpp
+    only adds and updates from a result; a cached contact removed meanwhile would stay).
+
+    A versioning server's whole roster carries its `ver`; its "unchanged" answer is an
+    empty result (slixmpp's own handler, which runs first, adds an empty query to it)."""
+
+    def on_roster(iq: Any) -> None:
+        if iq["type"] != "result" or not iq["roster"]["ver"]:
+            return
+        present = {str(jid) for jid in iq["roster"]["items"]}
+        roster = client.client_roster
+        for jid in list(roster):
+            if str(jid) not in present:
+                del roster[jid]
+
+    client.add_event_handler("roster_update", on_roster)
+
+
+def versioned_roster(client: ClientXMPP) -> bool:
+    """True when the server advertised roster versioning (XEP-0237) on this stream."""
+    return "rosterver" in client.features
 
 
 class StreamAcks:

@@ -48,7 +48,7 @@ def _identity(st: os.stat_result) -> tuple[int, ...]:
     return (CACHE_VERSION, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def _read_cache(path: Path, identity: tuple[int, ...]) -> dict[str, Any] | None:
+def _read_cache(path: Path, identity: tuple[int | str, ...]) -> dict[str, Any] | None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
@@ -68,7 +68,7 @@ def _read_cache(path: Path, identity: tuple[int, ...]) -> dict[str, Any] | None:
     return data
 
 
-def _write_cache(path: Path, identity: tuple[int, ...], data: dict[str, Any]) -> None:
+def _write_cache(path: Path, identity: tuple[int | str, ...], data: dict[str, Any]) -> None:
     try:
         raw = marshal.dumps((identity, data))
     except ValueError:

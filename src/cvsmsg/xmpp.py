@@ -16,6 +16,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from cvsmsg import rostercache
 from cvsmsg import slixmpp_compat as compat
 from cvsmsg.config import Config
 from cvsmsg.errors import (
@@ -158,6 +159,11 @@ class XmppSession:
         # Called with the bare JID after each presence change we track (serve uses it to
         # deliver queued messages the moment their recipient becomes available).
         self.presence_listener: Callable[[str], None] | None = None
+        # XEP-0237: the roster as the last run left it, per Unix user (None: no cache)
+        addr = cfg.server_address
+        self._roster_server = f"{addr[0]}:{addr[1]}" if addr else ""  # "": DNS SRV
+        self.roster_cache = rostercache.cache_file(cfg.jid, self._roster_server, os.environ)
+        self._cached_version = ""
         self.client = self._build_client()
 
     # -- construction -------------------------------------------------------------------
@@ -384,6 +390,7 @@ class XmppSession:
         else:
             self.client.connect()
         await self._race(self._started)
+        self._load_roster_cache()
         self._set_phase("requesting the roster and presence")
         step = self.plan.step_timeout
         try:
@@ -403,6 +410,26 @@ class XmppSession:
             raise ConnectError(f"{self._where()} did not answer the roster request") from None
         except IqError as exc:
             raise ConnectError(f"the server refused the roster request: {exc}") from None
+
+    def _load_roster_cache(self) -> None:
+        """Start from the cached roster, so the server can answer "unchanged" (XEP-0237)."""
+        compat.drop_missing_on_full_roster(self.client)
+        if self.roster_cache is None or not compat.versioned_roster(self.client):
+            return
+        cached = rostercache.load(self.roster_cache, self.cfg.jid, self._roster_server)
+        if cached is not None:
+            self._cached_version = cached[0]
+            compat.preload_roster(self.client, *cached)
+
+    def _save_roster_cache(self) -> None:
+        """Keep the roster for the next run when the server gave it a new version."""
+        version = compat.roster_version(self.client)
+        if self.roster_cache is None or not version or version == self._cached_version:
+            return
+        items = {jid: item for jid, item in compat.roster_items(self.client).items()
+                 if item[0] or item[1] or item[2]}
+        rostercache.save(self.roster_cache, self.cfg.jid, self._roster_server, version, items)
+        self._cached_version = version
 
     async def probe(self, jids: Iterable[str]) -> None:
         """Learn the presence of visible contacts not probed yet, without announcing.
@@ -545,6 +572,8 @@ class XmppSession:
         client = self.client
         self._closing = True
         client.cancel_connection_attempt()
+        if self._started.done():
+            self._save_roster_cache()
         if client.transport is None:
             return
         self._set_phase("closing the stream")
