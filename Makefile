@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: all deps venv test lint demo bench bench-spool man clean
+.PHONY: all deps venv test lint demo bench bench-spool bench-guarantee man clean
 all: test
 
 deps:
@@ -34,6 +34,10 @@ demo: deps venv
 BENCH_ARGS ?=
 bench: deps venv
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)
+
+# kill -9 the background deliverer mid-drain, trial after trial: lost and doubled notifications
+bench-guarantee: deps venv
+	$(BIN)/python bench/guarantee_bench.py
 
 # direct vs background vs cvsmsg-drop: one notify, and a real 300-notification cvs commit
 bench-spool: deps venv

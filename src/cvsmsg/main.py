@@ -25,7 +25,7 @@ log = logging.getLogger("cvsmsg")
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point: run `cvsmsg ARGS`, return the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
-    status = _main(args)
+    status = _main(args, may_exit=argv is None)
     from cvsmsg import options
 
     command = options.COMMANDS.get(args[0]) if args else None
@@ -34,7 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
-def _main(args: list[str]) -> int:
+def _main(args: list[str], may_exit: bool) -> int:
+    """The boundary itself; `may_exit`: a console run, which a one-shot command that
+    returned normally ends at once (see `exit_without_gc`)."""
     debug = _wants_debug(args)
     from cvsmsg import logs
 
@@ -57,7 +59,7 @@ def _main(args: list[str]) -> int:
         log.error("error: internal error: %s: %s (rerun with --debug)", type(exc).__name__,
                   exc, exc_info=debug)
         return ExitStatus.INTERNAL
-    if argv is None and args and args[0] in EXIT_WITHOUT_GC:
+    if may_exit and args and args[0] in EXIT_WITHOUT_GC:
         exit_without_gc(result)
     return result
 
