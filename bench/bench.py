@@ -518,6 +518,12 @@ def main() -> int:
                 "serve": mk(work / "serve.toml", bots["servebot"], PASSWORD,
                             spool_dir=str(work / "serve-spool"), coalesce_seconds=0),
             }
+            # The shared spools exist, as the README's quick start has the admin make them
+            # (install -d -m 3770): cvsmsg-drop, run as root here, never creates one itself.
+            for name in ("bot-spool", "direct", "background", "drop", "r10-spool",
+                         "r1000-spool", "serve-spool"):
+                (work / name).mkdir(exist_ok=True)
+                (work / name).chmod(0o3770)
             print(f"cvsmsg benchmark, {time.strftime('%Y-%m-%d %H:%M')}, "
                   f"{os.uname().nodename}, {os.cpu_count()} cores, load "
                   f"{os.getloadavg()[0]:.1f}, Prosody on loopback; set-up "
