@@ -29,35 +29,11 @@ sys.path.insert(0, str(ROOT))
 
 from tests.harness.prosody import Prosody  # noqa: E402
 from tests.harness.recipient import LoopThread, Person, befriend  # noqa: E402
+from tests.spoolhelp import first_lines, lock_pid, wait_for  # noqa: E402
 
 from cvsmsg.spool import Spool  # noqa: E402
 
 NOTICE = "proj {name}\n---\nTriggered edit watch on /cvs/proj\nBy bob\n"
-
-
-def first_lines(messages: list) -> list[str]:
-    return [line for m in messages for line in m.body.splitlines()
-            if line.startswith("proj ")]
-
-
-def wait_for(predicate, timeout: float, step: float = 0.002) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return bool(predicate())
-
-
-def lock_pid(spool: Path) -> int | None:
-    for name in ("deliver.pid", "deliver.lock"):
-        try:
-            text = (spool / name).read_text().strip()
-        except OSError:
-            continue
-        if text.isdigit():
-            return int(text)
-    return None
 
 
 def trial(cvsmsg: str, config: Path, spool_dir: Path, alice: Person, total: int,
@@ -83,8 +59,8 @@ def trial(cvsmsg: str, config: Path, spool_dir: Path, alice: Person, total: int,
 
     hand_off(f"{tag}-first.txt")
     cut = rng.randint(total // 10, total * 9 // 10)
-    wait_for(lambda: files() <= total - cut, 30)
-    pid = lock_pid(spool_dir)
+    wait_for(lambda: files() <= total - cut, 30, step=0.002)
+    pid = lock_pid(spool_dir, "deliver")
     if pid is not None:
         os.kill(pid, signal.SIGKILL)
     hand_off(f"{tag}-next.txt")

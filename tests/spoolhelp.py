@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tests.conftest import cvsmsg_command
@@ -124,3 +125,19 @@ def assert_every_watcher_got_every_commit(repo, people: dict) -> None:
         assert len(msgs) <= 3, [m.subject for m in msgs]  # coalesced
         assert all(m.subject.startswith("CVS Watch Alarm") for m in msgs)
         assert all(f"Triggered commit watch on {repo.root}/proj" in m.body for m in msgs)
+
+
+@contextlib.contextmanager
+def small_tmpfs(where: Path, size: str = "16k") -> Iterator[Path]:
+    """A tmpfs of `size` (a full disk on demand), unmounted whatever happens (lazily: a
+    deliverer may still hold a file there); the test is skipped where mount is refused."""
+    import pytest
+
+    where.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
+                       str(where)], capture_output=True, check=False).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=True)

@@ -24,6 +24,7 @@ from tests.spoolhelp import (
     notice,
     pid_alive,
     queue_rows,
+    small_tmpfs,
     spool_files,
     wait_for,
 )
@@ -188,16 +189,9 @@ def test_the_script_default_spool_is_the_system_spool():
 
 def test_a_full_spool_disk_says_so(tmp_path):
     """`cvsmsg-drop` names what failed (not a permissions guess) and leaves nothing."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mnt)],
-                      capture_output=True, check=False).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
+    with small_tmpfs(tmp_path / "small") as mnt:
         result = drop("--spool", str(mnt / "s"), "alice", input=b"x" * 100_000)
         assert (result.returncode, result.stdout, result.stderr) == (
             3, b"", f"cvsmsg-drop: error: cannot write to spool {mnt}/s: No space left on "
             "device\n".encode())
         assert os.listdir(mnt / "s") == []
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)

@@ -4,7 +4,6 @@ file that was never written. A real 16 KiB tmpfs as the spool, real Prosody."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,22 +11,15 @@ from pathlib import Path
 import pytest
 
 from tests.harness.prosody import free_port
-from tests.spoolhelp import notice, spool_files, wait_for
+from tests.spoolhelp import notice, small_tmpfs, spool_files, wait_for
 
 
 @pytest.fixture
 def small_spool(tmp_path: Path) -> Iterator[Path]:
     """A spool on a 16 KiB tmpfs (four pages), unmounted whatever happens (lazily: a
     deliverer may still hold a file there)."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k,mode=0700", "tmpfs", str(mnt)],
-                      capture_output=True, check=False).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
+    with small_tmpfs(tmp_path / "small") as mnt:
         yield mnt / "spool"
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=True)
 
 
 @pytest.fixture
