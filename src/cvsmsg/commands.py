@@ -129,12 +129,10 @@ def loginfo(opts: Options, io: Io) -> ExitStatus:
 
     layout = Layout(cfg.viewer_url, cfg.viewer_file_url, cfg.max_files)
     if cfg.diffstat:
-        from dataclasses import replace as with_stats
-
         from cvsmsg.diffstat import diffstat
 
         stats, skipped = diffstat(commits, _repository(commits[0], io.environ), io.environ)
-        layout = with_stats(layout, stats=stats, stats_skipped=skipped)
+        layout = replace(layout, stats=stats, stats_skipped=skipped)
     outcomes = []
     failure: CvsmsgError | None = None
     sends = [(recipients, theirs, ()) for recipients, theirs in groups]
@@ -360,9 +358,8 @@ def config(opts: Options, io: Io) -> ExitStatus:
 # Each command's body, by name: what `cvsmsg.main` runs after either parser.
 BODIES: dict[str, Callable[[Options, Io], ExitStatus]] = {
     "notify": notify, "loginfo": loginfo, "check": check, "flush": flush, "serve": serve,
-    "queue": queue, "deliver": deliver, "commitinfo": commitinfo,
+    "queue": queue, "deliver": deliver, "commitinfo": commitinfo, "config": config,
 }
-BODIES["config"] = config
 
 
 def _log_to_stderr(opts: Options, io: Io) -> None:

@@ -23,6 +23,7 @@ MESSAGE_TYPES = ("normal", "chat", "headline")
 SHOW_VALUES = ("away", "chat", "dnd", "xa")
 # Prosody's default c2s_stanza_size_limit; a bigger stanza kills our stream.
 DEFAULT_MAX_STANZA = 256 * 1024
+MIN_STANZA_BYTES = 4096  # the smallest max_stanza_bytes (and learned limit) we accept
 PASSWORD_COMMAND_TIMEOUT = 10.0
 DEFAULT_MAX_ROSTER = 500
 WITHHELD_POLICIES = ("queue", "drop")
@@ -549,7 +550,7 @@ def load_config(
         timeout=number("timeout", DEFAULT_TIMEOUT, MIN_TIMEOUT),
         step_timeout=number("step_timeout", DEFAULT_TIMEOUT, MIN_TIMEOUT),
         presence_grace=number("presence_grace", 2.0, 0.0),
-        max_stanza_bytes=int(number("max_stanza_bytes", DEFAULT_MAX_STANZA, 4096)),
+        max_stanza_bytes=int(number("max_stanza_bytes", DEFAULT_MAX_STANZA, MIN_STANZA_BYTES)),
         max_parts=int(number("max_parts", 10, 1)),
         presence=presence,
         announce_interval=announce_interval,

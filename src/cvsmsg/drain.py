@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from cvsmsg.config import Config, format_duration
+from cvsmsg.config import MIN_STANZA_BYTES, Config, format_duration
 from cvsmsg.digest import Batch, Digest, batches, local_time, refused_level, render
 from cvsmsg.errors import (
     SESSION_LOST,
@@ -56,7 +56,6 @@ LINGER_SECONDS = 2.0
 POLL_SECONDS = 0.5
 # A message the server refused this many times, the last one alone, is set aside (ID.bad).
 MAX_REFUSALS = 6
-MIN_STANZA_BYTES = 4096  # as the config's floor for max_stanza_bytes
 # The background deliverer retries connecting this long before it leaves the messages
 # for the next run (each run is cheap to start again; a stuck one is not).
 RETRY_SECONDS = 30.0
@@ -99,7 +98,6 @@ class Drainer:
         self.count_attempts = count_attempts
         self.clock = clock
         self.pending: dict[str, Entry] = {}
-        self.seen: set[str] = set()
         self.first_seen: dict[str, float] = {}  # clock() when refresh first read each id
         self._counted: set[str] = set()  # attempts counted in this session
         self._looked: set[str] = set()  # recipients whose presence we waited for
@@ -122,19 +120,22 @@ class Drainer:
         for gone in set(self.pending) - current:
             del self.pending[gone]
         # An id never comes back once its file is gone: forget it (serve runs for months).
-        self.seen &= current
         self._counted &= current
         for gone in set(self.first_seen) - current:
             del self.first_seen[gone]
-        new = [i for i in ids if i not in self.seen]
+        new = [i for i in ids if i not in self.first_seen]
         now = self.clock()
         for entry_id in new:
-            self.seen.add(entry_id)
-            self.first_seen.setdefault(entry_id, now)
+            self.first_seen[entry_id] = now
             entry = self.spool.read(entry_id)
             if entry is not None:
                 self.pending[entry_id] = entry
         return new
+
+    @property
+    def seen(self) -> set[str]:
+        """The ids this drainer has looked at (and not seen go)."""
+        return set(self.first_seen)
 
     def recipients(self) -> list[str]:
         """Whom the messages we hold are for (they may subscribe to the bot); rooms are
@@ -143,7 +144,7 @@ class Drainer:
 
     def unseen(self) -> bool:
         """True when the spool holds a message this drainer has never looked at."""
-        return any(i not in self.seen for i in self.spool.ids())
+        return any(i not in self.first_seen for i in self.spool.ids())
 
     def expire(self, stats: DrainStats) -> None:
         """Drop messages older than queue_max_age, each with a log line."""
@@ -339,7 +340,6 @@ class Drainer:
         """A rewritten message (in a sticky spool it may have a new id)."""
         self.pending.pop(old_id, None)
         self.pending[entry.id] = entry
-        self.seen.add(entry.id)
         self.first_seen[entry.id] = self.first_seen.pop(old_id, self.clock())
         self._counted.add(entry.id)
 

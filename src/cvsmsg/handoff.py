@@ -43,12 +43,10 @@ def cvs_user(text: str, env: Mapping[str, str]) -> str:
     notice = parse_notify(text)
     if notice is not None:
         return notice.by
-    name = env.get("LOGNAME") or env.get("USER")
-    if name:
-        return name
     from cvsmsg.account import unix_name
+    from cvsmsg.loginfo import committer  # whoever runs us, as loginfo names a committer
 
-    return unix_name() or str(os.getuid())
+    return committer(env, unix_name())
 
 
 def hand_off(

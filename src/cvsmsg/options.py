@@ -173,8 +173,7 @@ COMMITINFO = Command("commitinfo", (CONFIG, *OUTPUT),
                      never_fails=True)
 
 COMMANDS = {c.name: c for c in (NOTIFY, LOGINFO, CHECK, FLUSH, SERVE, QUEUE, DELIVER,
-                                 COMMITINFO)}
-COMMANDS[CONFIG_COMMAND.name] = CONFIG_COMMAND
+                                 COMMITINFO, CONFIG_COMMAND)}
 
 
 def parse(command: Command, args: Sequence[str]) -> dict[str, Any] | None:
