@@ -46,9 +46,11 @@ bench-spool: deps venv
 	$(BIN)/python -m compileall -q src
 	$(BIN)/python bench/spool_bench.py
 
-# man/cvsmsg.1 from the click help and README.md's key tables (committed; a test checks it)
+# man/cvsmsg.1 from the click help and README.md's key tables, and src/cvsmsg/helptexts.py,
+# the click help `cvsmsg --help` prints without importing click (committed; tests check both)
 man: venv
 	$(BIN)/python scripts/make_manpage.py
+	$(BIN)/python scripts/make_help.py
 
 clean:
 	rm -rf $(VENV) demo-run build src/*.egg-info

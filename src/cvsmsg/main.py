@@ -25,6 +25,10 @@ log = logging.getLogger("cvsmsg")
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point: run `cvsmsg ARGS`, return the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
+    from cvsmsg import quickhelp
+
+    if quickhelp.answer(args):  # --help, --version: click's text, without click
+        return ExitStatus.OK
     status = _main(args, may_exit=argv is None)
     from cvsmsg import options
 
