@@ -188,6 +188,19 @@ def test_a_wide_or_meaningless_columns_gets_the_texts_without_click(columns, tmp
     assert "click" not in imported(["notify", "--help"], env)
 
 
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+@pytest.mark.parametrize("stdout", ["> /dev/full", ">&-"], ids=["full", "closed"])
+@pytest.mark.parametrize("argv", [["--help"], ["--version"]], ids=" ".join)
+def test_a_failing_stdout_is_reported_as_clicks_path_reports_it(argv, stdout, unbuffered,
+                                                                  tmp_path):
+    env = environment(tmp_path, PYTHONUNBUFFERED=unbuffered)
+    fast, click = (subprocess.run(["sh", "-c", f'"$@" {stdout}', "sh", *command, *argv],
+                                  capture_output=True, env=env, timeout=60, check=False)
+                   for command in (cvsmsg_command(), [sys.executable, "-c", CLICK_ONLY]))
+    assert (fast.returncode, fast.stderr) == (click.returncode, click.stderr)
+    assert b"Traceback" not in fast.stderr
+
+
 def test_version_ignores_the_width(tmp_path):
     env = environment(tmp_path, COLUMNS="20")
     assert run(["--version"], env).stdout == run(["--version"], env, click_only=True).stdout

@@ -34,8 +34,11 @@ def answer(args: Sequence[str]) -> bool:
         return False
     if name != VERSION and _columns() < WIDTH:
         return False  # click wraps its help to a narrower terminal: let it
-    sys.stdout.write(sections[name][0])
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(sections[name][0])
+        sys.stdout.flush()
+    except OSError:  # a full disk, a closed pipe: click fails the same way, and main.py
+        return False  # reports it in one line
     return True
 
 
