@@ -4,7 +4,7 @@
 - src/cvsmsg/data/help.txt is what scripts/make_help.py generates from the click CLI today;
 - for each argv below, `cvsmsg` prints the same stdout and stderr, with the same exit code,
   as cvsmsg with `cvsmsg.quickhelp` switched off (click parsing and answering everything);
-- on that path neither click nor anything main.py itself does not need is imported;
+- that path imports no click, and nothing beyond what importing main.py imports itself;
 - a terminal narrower than 80 columns (COLUMNS, or a real terminal's size) gets click's
   own wrapping: quickhelp steps aside.
 """
