@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cvsmsg import paths
+from cvsmsg import paths, spool
 from cvsmsg.spool import Spool
 from tests.conftest import cvsmsg_command
 from tests.spoolhelp import (
@@ -182,9 +182,12 @@ def test_the_script_default_spool_is_the_system_spool():
     """The sh script hard-codes the system spool: it must not drift from paths.py."""
     text = drop_script().read_text()
     assert f"spool=${{CVSMSG_SPOOL_DIR:-{paths.SYSTEM_SPOOL_DIR}}}\n" in text
-    for name in (paths.lock_name(paths.DELIVER_LOCK), paths.WAKE_FIFO, paths.TMP_PREFIX,
-                 paths.MESSAGE_SUFFIX):
+    for name in (paths.lock_name(paths.DELIVER_LOCK), paths.WAKE_FIFO, paths.MESSAGE_SUFFIX):
         assert name in text
+    # the first line while writing, and the format's own: the last byte alone differs
+    assert f"printf '{spool.WRITING.decode()}\\n" in text
+    assert f"printf '{spool.MAGIC.decode()}' " in text
+    assert spool.WRITING[:-1] == spool.MAGIC[:-1]
 
 
 def test_a_full_spool_disk_says_so(tmp_path):

@@ -17,7 +17,14 @@ import pytest
 from cvsmsg import paths
 from cvsmsg.config import DEFAULT_SUBJECT, default_config_paths
 from cvsmsg.errors import SpoolError
-from cvsmsg.spool import DELIVER_LOCK, SERVE_LOCK, Spool, open_log_file
+from cvsmsg.spool import (
+    DELIVER_LOCK,
+    EMPTY_REAP_SECONDS,
+    SERVE_LOCK,
+    STALE_TMP_SECONDS,
+    Spool,
+    open_log_file,
+)
 from tests.spoolhelp import notice
 from tests.test_drop import drop_script
 
@@ -184,7 +191,33 @@ def test_an_emptied_message_is_a_delivered_one(tmp_path):
     e = spool.add("a@x", "s", "b")
     spool.file_of(e.id).write_bytes(b"")
     assert spool.ids() == [] and spool.entries() == []
+    # kept a while: a fresh empty file may be cvsmsg-drop's, created and not yet written
+    assert spool.file_of(e.id).exists()
+    old = time.time() - EMPTY_REAP_SECONDS - 1
+    os.utime(spool.file_of(e.id), (old, old))
+    assert spool.ids() == []
     assert not spool.file_of(e.id).exists()  # reaped by whoever may
+
+
+def test_a_message_cvsmsg_drop_is_still_writing_is_skipped(tmp_path):
+    """cvsmsg-drop writes ID.msg in place: `cvsmsg-spool -` until it is whole. Readers skip
+    it (never set aside, never half sent), see it once whole, and remove one left
+    unfinished for an hour (its writer was killed)."""
+    spool = Spool(tmp_path)
+    path = spool.file_of("0000000000001-000001")
+    path.write_bytes(GOOD_HEAD.replace("spool 2", "spool -").encode() + b"\nhalf a mess")
+    assert spool.ids() == [] and spool.entries() == []
+    with path.open("r+b") as fh:  # what the drop does when the message is whole
+        fh.write(b"cvsmsg-spool 2")
+    [entry] = spool.entries()
+    assert (entry.id, entry.body) == ("0000000000001-000001", "half a mess")
+    assert list(tmp_path.glob("*.bad")) == []
+    stale = spool.file_of("0000000000002-000001")
+    stale.write_bytes(GOOD_HEAD.replace("spool 2", "spool -").encode() + b"\nkilled")
+    old = time.time() - STALE_TMP_SECONDS - 1
+    os.utime(stale, (old, old))
+    assert spool.ids() == ["0000000000001-000001"]
+    assert not stale.exists()
 
 
 # -- links planted in the spool -------------------------------------------------------------
@@ -255,15 +288,31 @@ def test_links_in_the_spool_are_never_followed(tmp_path, caplog, how):
     assert state(target) == before
 
 
-def test_sh_temp_name_planted_as_a_link(tmp_path):
+def test_sh_message_name_planted_as_a_link(tmp_path):
+    """cvsmsg-drop creates ID.msg itself (noclobber: O_EXCL): a link planted at the name is
+    never followed, the message goes to the next free name; all taken is an honest
+    failure."""
     spool = tmp_path / "spool"
     spool.mkdir()
     target, before = victim(tmp_path)
 
     def plant(pid: int) -> None:
-        (spool / f".tmp-drop-{NOW_NS}-{pid}").symlink_to(target)
+        (spool / f"{drop_id(pid)}.msg").symlink_to(target)
+        (spool / f"{drop_id(pid, 1)}.msg").symlink_to(tmp_path / "nowhere")
+        planted.append(pid)
 
+    planted: list[int] = []
     result = drop_with_known_pid(spool, tmp_path, plant)
+    assert (result.returncode, result.stderr) == (0, b"")
+    [pid] = planted
+    assert state(target) == before and not (tmp_path / "nowhere").exists()
+    assert (spool / f"{drop_id(pid, 2)}.msg").read_bytes().endswith(notice().encode())
+
+    def plant_all(pid: int) -> None:
+        for extra in range(5):
+            (spool / f"{drop_id(pid, extra)}.msg").symlink_to(target)
+
+    result = drop_with_known_pid(spool, tmp_path, plant_all)
     assert result.returncode == 3
     assert result.stderr == f"cvsmsg-drop: error: cannot write to spool {spool}: File exists\n" \
         .encode()  # an honest failure, nothing claimed queued
