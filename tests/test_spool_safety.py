@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cvsmsg import paths
+from cvsmsg import paths, procs
 from cvsmsg.config import DEFAULT_SUBJECT, default_config_paths
 from cvsmsg.errors import SpoolError
 from cvsmsg.spool import (
@@ -82,6 +82,21 @@ def test_sh_and_python_write_the_same_messages(tmp_path):
         raw = spool.file_of(entry.id).read_bytes()
         assert raw.startswith(b"cvsmsg-spool 2\nrecipient: alice")
         assert raw.endswith(b"\n\n" + notice().encode())
+
+
+def test_sh_and_python_name_the_dropping_cvs_process_alike(tmp_path):
+    """$CVS_PID and its start time (procs.py): the header a burst's early end reads."""
+    spool = Spool(tmp_path / "spool", default_domain="example.org").ensure()
+    env = {"LOGNAME": "bob", "CVS_PID": str(os.getpid())}
+    result = run_drop(spool.path, "alice", notice().encode(), env)
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
+    [from_sh] = spool.entries()
+    from_py = spool.add("alice@example.org", DEFAULT_SUBJECT, notice().rstrip("\n"),
+                        cvs_user="bob", dropper=procs.dropper(env))
+    assert from_sh.dropper == procs.identity(os.getpid()) != ""
+    assert replace(from_sh, id="", created=0) == replace(from_py, id="", created=0)
+    result = run_drop(spool.path, "alice", b"hi\n", {"CVS_PID": "1x; echo"})  # not a pid
+    assert spool.entries()[-1].dropper == ""
 
 
 def test_header_values_stay_one_line(tmp_path):
