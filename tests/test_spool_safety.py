@@ -222,6 +222,7 @@ def test_a_message_cvsmsg_drop_is_still_writing_is_skipped(tmp_path):
     path = spool.file_of("0000000000001-000001")
     path.write_bytes(GOOD_HEAD.replace("spool 2", "spool -").encode() + b"\nhalf a mess")
     assert spool.ids() == [] and spool.entries() == []
+    assert spool.read(path.stem) is None and spool.claim(path.stem) is None  # by name
     with path.open("r+b") as fh:  # what the drop does when the message is whole
         fh.write(b"cvsmsg-spool 2")
     [entry] = spool.entries()

@@ -712,8 +712,8 @@ class Spool:
 
     def _parse(self, entry_id: str, fd: int) -> Entry | None:
         raw = _read_all(fd, MAX_HEADER_BYTES + MAX_INPUT_BYTES + 2)
-        if not raw:
-            return None  # emptied: delivered by another user
+        if not raw or raw.startswith(WRITING):
+            return None  # emptied (delivered by another user), or cvsmsg-drop is writing it
         try:
             return parse_message(entry_id, raw, self.defaults, self.clock())
         except BadMessage as exc:
