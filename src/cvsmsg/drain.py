@@ -519,10 +519,11 @@ async def _drain_until_idle(
         now = loop.time()
         if stats.next_ready is None and now - last_work >= LINGER_SECONDS:
             return
-        wait = POLL_SECONDS if stats.next_ready is None else min(
-            POLL_SECONDS, max(stats.next_ready - drainer.clock(), 0.01)
-        )
-        await waker.wait(session, min(wait, max(LINGER_SECONDS - (now - last_work), 0.01)))
+        if stats.next_ready is None:  # lingering for more hand-offs
+            wait = max(LINGER_SECONDS - (now - last_work), 0.01)
+        else:  # a burst coalescing (not a 10 ms spin once it outlasts the linger)
+            wait = max(stats.next_ready - drainer.clock(), 0.01)
+        await waker.wait(session, min(POLL_SECONDS, wait))
 
 
 def run_deliverer(cfg: Config, spool: Spool, lock_fd: int) -> None:
