@@ -79,10 +79,10 @@ def pid_alive(pid: int) -> bool:
 def lock_pid(spool: Path, name: str) -> int | None:
     """The pid a deliverer or serve wrote into its lock file, if any."""
     try:
-        text = (spool / f"{name}.lock").read_text().strip()
+        text = (spool / f"{name}.lock").read_text().split()
     except OSError:
         return None
-    return int(text) if text.isdigit() else None
+    return int(text[0]) if text and text[0].isdigit() else None  # PID START
 
 
 HUNDRED_FILES = {f"f{i:03}.txt": f"{i}\n" for i in range(100)}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cvsmsg import paths
+from cvsmsg import paths, procs, spool
 from cvsmsg.spool import Spool
 from tests.conftest import cvsmsg_command
 from tests.spoolhelp import (
@@ -182,9 +182,12 @@ def test_the_script_default_spool_is_the_system_spool():
     """The sh script hard-codes the system spool: it must not drift from paths.py."""
     text = drop_script().read_text()
     assert f"spool=${{CVSMSG_SPOOL_DIR:-{paths.SYSTEM_SPOOL_DIR}}}\n" in text
-    for name in (paths.lock_name(paths.DELIVER_LOCK), paths.WAKE_FIFO, paths.TMP_PREFIX,
-                 paths.MESSAGE_SUFFIX):
+    for name in (paths.lock_name(paths.DELIVER_LOCK), paths.WAKE_FIFO, paths.MESSAGE_SUFFIX):
         assert name in text
+    # the first line while writing, and the format's own: the last byte alone differs
+    assert f"printf '{spool.WRITING.decode()}\\n" in text
+    assert f"printf '{spool.MAGIC.decode()}' " in text
+    assert spool.WRITING[:-1] == spool.MAGIC[:-1]
 
 
 def test_a_full_spool_disk_says_so(tmp_path):
@@ -195,3 +198,58 @@ def test_a_full_spool_disk_says_so(tmp_path):
             3, b"", f"cvsmsg-drop: error: cannot write to spool {mnt}/s: No space left on "
             "device\n".encode())
         assert os.listdir(mnt / "s") == []
+
+
+def test_a_burst_goes_out_as_soon_as_the_dropping_cvs_has_exited(bot, person, prosody,
+                                                                   tmp_path, spool_dir):
+    """The drop records $CVS_PID (and its start time); the deliverer coalesces the burst
+    while that process runs, however long, and sends it at once when it exits: not after
+    the quiet window (30 s here)."""
+    config = prosody.write_cvsmsg_config(tmp_path / "bg.toml", bot.jid, bot.password,
+                                         delivery="background", coalesce_seconds=30)
+    alice = person("")
+    cvs = subprocess.Popen(["sleep", "60"])  # stands in for the CVS process of a commit
+    try:
+        for name in ("a.txt", "b.txt", "c.txt"):
+            result = drop("--config", str(config), alice.jid, input=notice(name),
+                          env={"CVS_PID": str(cvs.pid)})
+            assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
+        assert wait_for(lambda: lock_pid(spool_dir, "deliver"), 10)
+        assert not wait_for(lambda: alice.settle(), 2)  # it runs: still coalescing
+    finally:
+        cvs.kill()
+        cvs.wait()
+    ended = time.monotonic()
+    [msg] = alice.wait_messages(1, 15)
+    assert time.monotonic() - ended < 5  # not the 30 s window
+    assert first_lines([msg]) == ["proj a.txt", "proj b.txt", "proj c.txt"]  # one digest
+    assert wait_for(lambda: spool_files(spool_dir) == [], 10)
+
+
+def test_a_live_recorded_holder_is_left_the_message_a_stale_one_is_not(tmp_path):
+    """The deliverer writes `PID START` into deliver.lock; the drop starts nothing while
+    that very process runs (it sees new messages by itself), and starts a deliverer when
+    the record is stale: the process is gone, or its pid now is another process's."""
+    spool = Spool(tmp_path / "spool").ensure()
+    lock = spool.path / "deliver.lock"
+    gone = subprocess.Popen(["sleep", "60"])
+    stale = procs.identity(gone.pid).replace(":", " ")
+    gone.kill()
+    gone.wait()
+    me = procs.identity(os.getpid())
+    reused = f"{os.getpid()} {int(me.split(':')[1]) + 1}"
+    for record, starts in ((me.replace(":", " "), False), (stale, True), (reused, True)):
+        lock.write_text(record + "\n")
+        fake = tmp_path / "bin"  # a `cvsmsg` that only says it was started
+        fake.mkdir(exist_ok=True)
+        (fake / "cvsmsg-drop").write_bytes(drop_script().read_bytes())
+        (fake / "cvsmsg-drop").chmod(0o755)
+        (fake / "cvsmsg").write_text(f"#!/bin/sh\necho started >>{tmp_path}/started\n")
+        (fake / "cvsmsg").chmod(0o755)
+        (tmp_path / "started").unlink(missing_ok=True)
+        result = subprocess.run([str(fake / "cvsmsg-drop"), "--spool", str(spool.path),
+                                 "a@x"], input=b"hi\n", capture_output=True, timeout=30,
+                                check=False)
+        assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
+        assert wait_for(lambda: (tmp_path / "started").exists(), 5 if starts else 1) == starts
+    assert len(spool.entries()) == 3

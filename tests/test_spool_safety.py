@@ -14,10 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from cvsmsg import paths
+from cvsmsg import paths, procs
 from cvsmsg.config import DEFAULT_SUBJECT, default_config_paths
 from cvsmsg.errors import SpoolError
-from cvsmsg.spool import DELIVER_LOCK, SERVE_LOCK, Spool, open_log_file
+from cvsmsg.spool import (
+    DELIVER_LOCK,
+    EMPTY_REAP_SECONDS,
+    SERVE_LOCK,
+    STALE_TMP_SECONDS,
+    Spool,
+    open_log_file,
+)
 from tests.spoolhelp import notice
 from tests.test_drop import drop_script
 
@@ -75,6 +82,21 @@ def test_sh_and_python_write_the_same_messages(tmp_path):
         raw = spool.file_of(entry.id).read_bytes()
         assert raw.startswith(b"cvsmsg-spool 2\nrecipient: alice")
         assert raw.endswith(b"\n\n" + notice().encode())
+
+
+def test_sh_and_python_name_the_dropping_cvs_process_alike(tmp_path):
+    """$CVS_PID and its start time (procs.py): the header a burst's early end reads."""
+    spool = Spool(tmp_path / "spool", default_domain="example.org").ensure()
+    env = {"LOGNAME": "bob", "CVS_PID": str(os.getpid())}
+    result = run_drop(spool.path, "alice", notice().encode(), env)
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
+    [from_sh] = spool.entries()
+    from_py = spool.add("alice@example.org", DEFAULT_SUBJECT, notice().rstrip("\n"),
+                        cvs_user="bob", dropper=procs.dropper(env))
+    assert from_sh.dropper == procs.identity(os.getpid()) != ""
+    assert replace(from_sh, id="", created=0) == replace(from_py, id="", created=0)
+    result = run_drop(spool.path, "alice", b"hi\n", {"CVS_PID": "1x; echo"})  # not a pid
+    assert spool.entries()[-1].dropper == ""
 
 
 def test_header_values_stay_one_line(tmp_path):
@@ -184,7 +206,34 @@ def test_an_emptied_message_is_a_delivered_one(tmp_path):
     e = spool.add("a@x", "s", "b")
     spool.file_of(e.id).write_bytes(b"")
     assert spool.ids() == [] and spool.entries() == []
+    # kept a while: a fresh empty file may be cvsmsg-drop's, created and not yet written
+    assert spool.file_of(e.id).exists()
+    old = time.time() - EMPTY_REAP_SECONDS - 1
+    os.utime(spool.file_of(e.id), (old, old))
+    assert spool.ids() == []
     assert not spool.file_of(e.id).exists()  # reaped by whoever may
+
+
+def test_a_message_cvsmsg_drop_is_still_writing_is_skipped(tmp_path):
+    """cvsmsg-drop writes ID.msg in place: `cvsmsg-spool -` until it is whole. Readers skip
+    it (never set aside, never half sent), see it once whole, and remove one left
+    unfinished for an hour (its writer was killed)."""
+    spool = Spool(tmp_path)
+    path = spool.file_of("0000000000001-000001")
+    path.write_bytes(GOOD_HEAD.replace("spool 2", "spool -").encode() + b"\nhalf a mess")
+    assert spool.ids() == [] and spool.entries() == []
+    assert spool.read(path.stem) is None and spool.claim(path.stem) is None  # by name
+    with path.open("r+b") as fh:  # what the drop does when the message is whole
+        fh.write(b"cvsmsg-spool 2")
+    [entry] = spool.entries()
+    assert (entry.id, entry.body) == ("0000000000001-000001", "half a mess")
+    assert list(tmp_path.glob("*.bad")) == []
+    stale = spool.file_of("0000000000002-000001")
+    stale.write_bytes(GOOD_HEAD.replace("spool 2", "spool -").encode() + b"\nkilled")
+    old = time.time() - STALE_TMP_SECONDS - 1
+    os.utime(stale, (old, old))
+    assert spool.ids() == ["0000000000001-000001"]
+    assert not stale.exists()
 
 
 # -- links planted in the spool -------------------------------------------------------------
@@ -255,15 +304,31 @@ def test_links_in_the_spool_are_never_followed(tmp_path, caplog, how):
     assert state(target) == before
 
 
-def test_sh_temp_name_planted_as_a_link(tmp_path):
+def test_sh_message_name_planted_as_a_link(tmp_path):
+    """cvsmsg-drop creates ID.msg itself (noclobber: O_EXCL): a link planted at the name is
+    never followed, the message goes to the next free name; all taken is an honest
+    failure."""
     spool = tmp_path / "spool"
     spool.mkdir()
     target, before = victim(tmp_path)
 
     def plant(pid: int) -> None:
-        (spool / f".tmp-drop-{NOW_NS}-{pid}").symlink_to(target)
+        (spool / f"{drop_id(pid)}.msg").symlink_to(target)
+        (spool / f"{drop_id(pid, 1)}.msg").symlink_to(tmp_path / "nowhere")
+        planted.append(pid)
 
+    planted: list[int] = []
     result = drop_with_known_pid(spool, tmp_path, plant)
+    assert (result.returncode, result.stderr) == (0, b"")
+    [pid] = planted
+    assert state(target) == before and not (tmp_path / "nowhere").exists()
+    assert (spool / f"{drop_id(pid, 2)}.msg").read_bytes().endswith(notice().encode())
+
+    def plant_all(pid: int) -> None:
+        for extra in range(5):
+            (spool / f"{drop_id(pid, extra)}.msg").symlink_to(target)
+
+    result = drop_with_known_pid(spool, tmp_path, plant_all)
     assert result.returncode == 3
     assert result.stderr == f"cvsmsg-drop: error: cannot write to spool {spool}: File exists\n" \
         .encode()  # an honest failure, nothing claimed queued

@@ -33,6 +33,7 @@ from pathlib import Path
 from cvsmsg.errors import SpoolError
 from cvsmsg.inputs import MAX_INPUT_BYTES
 from cvsmsg.paths import COMMIT_SUFFIX, commit_record, commits_dir
+from cvsmsg.procs import proc_stat
 from cvsmsg.spool import Spool, open_shared
 
 log = logging.getLogger(__name__)
@@ -52,25 +53,11 @@ class Part:
     text: str
 
 
-def _proc_stat(pid: int, proc: Path) -> tuple[str, int, str] | None:
-    """(command name, parent pid, start time) of `pid` from /proc, or None."""
-    try:
-        data = (proc / str(pid) / "stat").read_text()
-    except OSError:
-        return None
-    name = data[data.find("(") + 1 : data.rfind(")")]
-    fields = data[data.rfind(")") + 2 :].split()
-    try:
-        return name, int(fields[1]), fields[19]
-    except (IndexError, ValueError):
-        return None
-
-
 def _cvs_process(proc: Path) -> str:
     """`pid:starttime` of the nearest `cvs` ancestor (the one running the hooks), or ""."""
     pid = os.getppid()
     for _ in range(_MAX_ANCESTORS):
-        info = _proc_stat(pid, proc)
+        info = proc_stat(pid, proc)
         if info is None:
             return ""
         name, parent, started = info

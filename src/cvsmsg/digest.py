@@ -4,14 +4,15 @@ CVS runs the notify command once per watcher and file: a 100-file commit hands 1
 messages for each watcher to the spool within seconds. Messages for the same recipient
 (with the same subject and type) that follow each other by at most `window` seconds form
 one burst, sent as one digest once the burst has been quiet for `window` seconds (or has
-lasted `max_wait`, so a never-ending stream still goes out). Messages that were already
+lasted `max_wait`, so a never-ending stream still goes out), or as soon as every CVS
+process that dropped it has exited (no more is coming from them). Messages that were already
 queued (withheld or failed before) are not held back again.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from cvsmsg.message import wire_size
@@ -69,11 +70,12 @@ class Digest:
 
 def batches(
     entries: Iterable[Entry], window: float, max_wait: float,
-    seen_at: Mapping[str, float] | None = None,
+    seen_at: Mapping[str, float] | None = None, over: Collection[str] = (),
 ) -> list[Batch]:
     """Group into bursts per (recipient, subject, type); `window` <= 0 never coalesces.
     `seen_at`: when the caller first saw each message; readiness counts from the earlier
-    of that and its `time`, so a writer's clock that was ahead delays nothing."""
+    of that and its `time`, so a writer's clock that was ahead delays nothing. `over`:
+    the dropping CVS processes (Entry.dropper) known to have exited."""
     runs: dict[tuple[str, str, str, int], list[list[Entry]]] = {}
     for entry in sorted(entries, key=lambda e: e.id):
         # refused notifications go together only with others refused as often, fewer each time
@@ -94,7 +96,8 @@ def batches(
         else:
             group.append([entry])
     result = [
-        Batch(key[0], key[1], key[2], tuple(run), _ready_at(run, window, max_wait, seen_at or {}))
+        Batch(key[0], key[1], key[2], tuple(run),
+              _ready_at(run, window, max_wait, seen_at or {}, over))
         for key, group in runs.items()
         for run in group
         if run
@@ -103,10 +106,12 @@ def batches(
 
 
 def _ready_at(
-    run: list[Entry], window: float, max_wait: float, seen_at: Mapping[str, float]
+    run: list[Entry], window: float, max_wait: float, seen_at: Mapping[str, float],
+    over: Collection[str],
 ) -> float:
-    """The burst is over once its newest fresh message is `window` old; messages already
-    queued (withheld before, or failed) were held long enough: they are ready now."""
+    """The burst is over once its newest fresh message is `window` old, or once every CVS
+    process that dropped it has exited; messages already queued (withheld before, or
+    failed) were held long enough: they are ready now."""
     fresh = [e for e in run if not e.queued]
     if not fresh:
         return 0.0
@@ -114,6 +119,8 @@ def _ready_at(
     def when(entry: Entry) -> float:
         return min(entry.created, seen_at.get(entry.id, entry.created))
 
+    if all(e.dropper and e.dropper in over for e in fresh):
+        return when(fresh[-1])
     return min(when(fresh[-1]) + max(window, 0.0), when(fresh[0]) + max_wait)
 
 

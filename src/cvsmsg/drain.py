@@ -32,6 +32,7 @@ from cvsmsg.errors import (
 )
 from cvsmsg.message import STANZA_OVERHEAD, Part, split_message, subject_room, wire_size
 from cvsmsg.policy import decide
+from cvsmsg.procs import ended, exit_fd
 from cvsmsg.sessions import (
     DELIVERER,
     Backoff,
@@ -104,6 +105,8 @@ class Drainer:
         self.learned_limit: int | None = None  # below the stanza the server last refused
         self.delivered_total = 0  # progress, for the reconnect back-off
         self.stopping: Callable[[], bool] = lambda: False  # checked between batches
+        # CVS processes that dropped fresh messages and still run (their bursts wait)
+        self.running: set[str] = set()
 
     def new_session(self, session: XmppSession) -> None:
         """After a reconnect: presence and attempt counting start afresh."""
@@ -177,9 +180,12 @@ class Drainer:
         assert self.session is not None
         stats = DrainStats() if stats is None else stats
         self.expire(stats)
+        droppers = {e.dropper for e in self.pending.values() if e.dropper and not e.queued}
+        over = {d for d in droppers if ended(d)}
+        self.running = droppers - over
         now = self.clock()
         todo = batches(self.pending.values(), self.cfg.coalesce_seconds, COALESCE_MAX_WAIT,
-                       self.first_seen)
+                       self.first_seen, over)
         ready = [b for b in todo if force or b.ready_at <= now]
         waiting = [b.ready_at for b in todo if not (force or b.ready_at <= now)]
         stats.next_ready = min(waiting) if waiting else None
@@ -388,17 +394,42 @@ class Drainer:
 
 
 class Waker:
-    """The spool's wake FIFO as an asyncio event: set when a hand-off writes to it."""
+    """An asyncio event, set when a hand-off writes to the spool's wake FIFO, or when a CVS
+    process we watch exits (its burst is complete). cvsmsg-drop leaves a live deliverer
+    unpoked: a new message waits for the next look (POLL_SECONDS) at most."""
 
     def __init__(self, spool: Spool) -> None:
         self.spool = spool
         self.event = asyncio.Event()
         self._reader, self._keeper = spool.open_wake_fifo()
         asyncio.get_running_loop().add_reader(self._reader, self._on_readable)
+        self._exits: dict[str, int] = {}  # dropper → pidfd
 
     def _on_readable(self) -> None:
         Spool.drain_wake_fifo(self._reader)
         self.event.set()
+
+    def watch_exits(self, keys: set[str]) -> None:
+        """Be woken when one of these processes (`PID:START`, see procs.py) exits; stop
+        watching the others."""
+        loop = asyncio.get_running_loop()
+        for key in set(self._exits) - keys:
+            self._unwatch(key)
+        for key in keys - set(self._exits):
+            fd = exit_fd(key)
+            if fd is None:
+                continue  # gone already (the next step sees it), or no pidfd: polled
+            self._exits[key] = fd
+            loop.add_reader(fd, self._on_exit, key)
+
+    def _on_exit(self, key: str) -> None:
+        self._unwatch(key)
+        self.event.set()
+
+    def _unwatch(self, key: str) -> None:
+        fd = self._exits.pop(key)
+        asyncio.get_running_loop().remove_reader(fd)
+        os.close(fd)
 
     async def wait(self, session: XmppSession | None, timeout: float) -> None:
         """Until woken, `timeout` passes, or (raising its error) the session fails."""
@@ -415,6 +446,8 @@ class Waker:
         self.event.clear()
 
     def close(self) -> None:
+        for key in list(self._exits):
+            self._unwatch(key)
         asyncio.get_running_loop().remove_reader(self._reader)
         for fd in (self._reader, self._keeper):
             with contextlib.suppress(OSError):
@@ -480,15 +513,17 @@ async def _drain_until_idle(
         if drainer.refresh():
             last_work = loop.time()
         stats = await drainer.step()
+        waker.watch_exits(drainer.running)
         if stats.delivered or stats.dropped:
             last_work = loop.time()
         now = loop.time()
         if stats.next_ready is None and now - last_work >= LINGER_SECONDS:
             return
-        wait = POLL_SECONDS if stats.next_ready is None else min(
-            POLL_SECONDS, max(stats.next_ready - drainer.clock(), 0.01)
-        )
-        await waker.wait(session, min(wait, max(LINGER_SECONDS - (now - last_work), 0.01)))
+        if stats.next_ready is None:  # lingering for more hand-offs
+            wait = max(LINGER_SECONDS - (now - last_work), 0.01)
+        else:  # a burst coalescing (not a 10 ms spin once it outlasts the linger)
+            wait = max(stats.next_ready - drainer.clock(), 0.01)
+        await waker.wait(session, min(POLL_SECONDS, wait))
 
 
 def run_deliverer(cfg: Config, spool: Spool, lock_fd: int) -> None:

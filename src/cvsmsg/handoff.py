@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
+from cvsmsg import procs
 from cvsmsg.config import Config
 from cvsmsg.cvs import parse_notify
 from cvsmsg.errors import SpoolError
@@ -63,10 +64,12 @@ def hand_off(
     """
     targets = [(jid, False) for jid in recipients] + [(room, True) for room in rooms]
     queued: list[tuple[str, bool]] = []
+    dropper = procs.dropper(env)  # its exit ends the burst's coalescing window
     try:
         spool.ensure()
         for address, room in targets:
-            spool.add(address, subject, text, mtype=cfg.message_type, cvs_user=user, room=room)
+            spool.add(address, subject, text, mtype=cfg.message_type, cvs_user=user, room=room,
+                      dropper=dropper)
             queued.append((address, room))
     except SpoolError as exc:
         left = ", ".join(address for address, _room in targets[len(queued):])

@@ -154,6 +154,7 @@ async def _serve_session(
     while not stop.is_set():
         drainer.refresh()
         stats = await drainer.step()
+        waker.watch_exits(drainer.running)
         if stop.is_set():
             return
         if loop.time() - last_ping >= KEEPALIVE_SECONDS:

@@ -9,7 +9,9 @@ another member's files):
                    the temp, fsync the directory. Python's `add` and the sh hand-off
                    `bin/cvsmsg-drop` write the same format, so there is no conversion stage.
                    An empty ID.msg is a message delivered by someone who could not delete
-                   it (sticky directory, another user's file): ignored, reaped by its owner.
+                   it (sticky directory, another user's file): ignored, reaped by its owner
+                   once EMPTY_REAP_SECONDS old (a fresh empty one may be cvsmsg-drop's,
+                   created but not yet written: see below).
     .tmp-*         a file being written (ignored; left-overs of a killed writer are removed
                    after an hour)
     ID.bad         a message file that failed validation (kept for a human, never sent)
@@ -29,8 +31,14 @@ The message format (sh-writable; header values are one line without control char
     attempts: <optional>           reason: <optional>       last-attempt: <optional ns>
     refused: <optional>            sent: <optional>
     room: 1                        (optional, written by Python only: a group-chat room)
+    cvs-process: <optional: PID:START of the CVS process that dropped it ($CVS_PID and its
+                 start time in /proc): once it has exited, its burst is sent at once>
     <empty line>
     <body bytes>
+
+cvsmsg-drop writes ID.msg in place (it has no rename): the first line reads
+`cvsmsg-spool -` until the whole message is there, then its last byte becomes `2`.
+Readers skip such a file, and remove one left unfinished for STALE_TMP_SECONDS.
 
 The directory is shared by every CVS user, so nothing in it is trusted: every field is
 validated when read (a file that fails goes to ID.bad with one log line and never blocks
@@ -94,7 +102,9 @@ SHARED_DIR_MODE = 0o3770  # setgid: files get the directory's group; sticky: see
 PRIVATE_DIR_MODE = 0o700  # the per-user fallback is nobody else's business
 FILE_MODE = 0o660
 STALE_TMP_SECONDS = 3600.0
+EMPTY_REAP_SECONDS = 60.0  # an emptied (delivered) message is reaped once this old
 MAGIC = b"cvsmsg-spool 2"
+WRITING = b"cvsmsg-spool -"  # cvsmsg-drop's first line until the message is whole
 MAX_HEADER_BYTES = 64 * 1024
 MAX_FUTURE_SECONDS = 86400.0  # a time further ahead is a wrong clock: taken as now
 MAX_ATTEMPTS = 1_000_000
@@ -102,8 +112,9 @@ MAX_ATTEMPTS = 1_000_000
 _SAFE = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # nonblock: a planted FIFO never hangs us
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 _DIGITS = re.compile("[0-9]{1,20}")
+_PROCESS = re.compile("[0-9]{1,10}:[0-9]{1,20}")
 _FIELDS = ("recipient", "user", "time", "subject", "type", "attempts", "reason",
-           "last-attempt", "refused", "sent", "room")
+           "last-attempt", "refused", "sent", "room", "cvs-process")
 
 
 class BadMessage(ValueError):
@@ -179,6 +190,7 @@ class Entry:
     refused: int = 0  # times the server closed the stream on it: set aside after a few
     sent: int = 0  # characters of the body the server already has (a retry sends the rest)
     room: bool = False  # `recipient` is a group-chat room: joined, never presence-gated
+    dropper: str = ""  # `PID:START` of the CVS process that queued it (procs.py), if known
 
     @property
     def queued(self) -> bool:
@@ -204,6 +216,8 @@ class Entry:
             lines.append(f"sent: {self.sent}")
         if self.room:
             lines.append("room: 1")
+        if self.dropper:
+            lines.append(f"cvs-process: {self.dropper}")
         head = "\n".join(lines) + "\n\n"
         return head.encode("utf-8", "replace") + self.body.encode("utf-8", "replace") + b"\n"
 
@@ -274,10 +288,13 @@ def parse_message(entry_id: str, raw: bytes, defaults: Defaults, now: float) -> 
     subject = clean_line(fields["subject"]) if "subject" in fields else defaults.subject
     if fields.get("room", "1") != "1":
         raise BadMessage(f"bad room {fields['room'][:40]!r}")
+    dropper = fields.get("cvs-process", "")
+    if dropper and not _PROCESS.fullmatch(dropper):
+        raise BadMessage(f"bad cvs-process {dropper[:40]!r}")
     return Entry(
         entry_id, recipient, subject, text, mtype, fields.get("user", ""), created,
         counts["attempts"], fields.get("reason", ""), last_attempt, counts["refused"],
-        min(counts["sent"], len(text)), room="room" in fields,
+        min(counts["sent"], len(text)), room="room" in fields, dropper=dropper,
     )
 
 
@@ -452,6 +469,7 @@ class Spool:
         self.clock = clock
         self.defaults = Defaults(default_domain, subject, message_type, own_jid)
         self._stuck: set[str] = set()  # invalid files we could not rename (not ours)
+        self._whole: set[str] = set()  # ids seen whole: cvsmsg-drop has finished them
 
     # -- directory ---------------------------------------------------------------------
 
@@ -539,7 +557,7 @@ class Spool:
     def add(
         self, recipient: str, subject: str, body: str, *, mtype: str = "normal",
         cvs_user: str = "", attempts: int = 0, reason: str = "", created: float | None = None,
-        refused: int = 0, sent: int = 0, room: bool = False,
+        refused: int = 0, sent: int = 0, room: bool = False, dropper: str = "",
     ) -> Entry:
         """Queue one message durably; it is in the spool, fsynced, when this returns.
         Header values are made one-line; the Entry returned is what `read` gives back."""
@@ -549,7 +567,7 @@ class Spool:
         entry = Entry(
             new_id(ns), _one_line(recipient), clean_line(subject), body, _one_line(mtype),
             _one_line(cvs_user), now, attempts, _one_line(reason), now if attempts else None,
-            refused, sent, room,
+            refused, sent, room, dropper,
         )
         return self._write_new(entry)
 
@@ -637,11 +655,40 @@ class Spool:
                 except OSError:
                     continue
                 if stat.S_ISREG(st.st_mode) and st.st_size == 0:
-                    with contextlib.suppress(OSError):
-                        os.unlink(item.path)  # delivered: its owner (or we) reap it
+                    # delivered: its owner (or we) reap it; a young one may be cvsmsg-drop's
+                    # message, just created and not yet written (never unlinked under it)
+                    if time.time() - st.st_mtime > EMPTY_REAP_SECONDS:
+                        with contextlib.suppress(OSError):
+                            os.unlink(item.path)
+                    continue
+                if entry_id not in self._whole and not self._finished(entry_id, item.path,
+                                                                      st):
                     continue
                 found.append(entry_id)
+        self._whole.intersection_update(found)
         return sorted(found)
+
+    def _finished(self, entry_id: str, path: str, st: os.stat_result) -> bool:
+        """False while cvsmsg-drop is still writing the file (first line WRITING); one
+        left unfinished for STALE_TMP_SECONDS (its writer was killed) is removed. What is
+        not a regular file is left to `read`, which sets it aside."""
+        if stat.S_ISREG(st.st_mode):
+            fd = _open_regular(Path(path))
+            if fd is None:
+                return True
+            try:
+                first = os.read(fd, len(WRITING))
+            except OSError:
+                first = b""
+            finally:
+                os.close(fd)
+            if first == WRITING:
+                if time.time() - st.st_mtime > STALE_TMP_SECONDS:
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)  # never a message: its writer died
+                return False
+        self._whole.add(entry_id)
+        return True
 
     def _open_message(self, entry_id: str) -> int | None:
         """An fd on the message file, never through a link; None if it is gone or was set
@@ -665,8 +712,8 @@ class Spool:
 
     def _parse(self, entry_id: str, fd: int) -> Entry | None:
         raw = _read_all(fd, MAX_HEADER_BYTES + MAX_INPUT_BYTES + 2)
-        if not raw:
-            return None  # emptied: delivered by another user
+        if not raw or raw.startswith(WRITING):
+            return None  # emptied (delivered by another user), or cvsmsg-drop is writing it
         try:
             return parse_message(entry_id, raw, self.defaults, self.clock())
         except BadMessage as exc:
@@ -788,11 +835,20 @@ class Spool:
 
     @staticmethod
     def write_pid(fd: int, pid: int | None = None) -> None:
-        """Record the holder's pid in the lock file behind `fd`, for `cvsmsg queue` and
-        tests. `fd` may be read-only (cvsmsg-drop's, which never opens the lock for
-        writing): the file is then reopened through /proc/self/fd, which is the very
-        inode we hold, and checked again."""
-        _rewrite_lock(fd, f"{os.getpid() if pid is None else pid}\n".encode())
+        """Record the holder in the lock file behind `fd`: `PID START` (our own pid and
+        start time, see procs.py; a `pid` given is written alone), for `cvsmsg queue`,
+        tests, and cvsmsg-drop, which leaves new messages to a live holder without
+        starting a process. `fd` may be read-only (cvsmsg-drop's, which never opens the
+        lock for writing): the file is then reopened through /proc/self/fd, which is the
+        very inode we hold, and checked again."""
+        if pid is None:
+            from cvsmsg.procs import identity
+
+            pid = os.getpid()
+            holder = identity(pid).replace(":", " ") or str(pid)
+        else:
+            holder = str(pid)
+        _rewrite_lock(fd, f"{holder}\n".encode())
 
     @staticmethod
     def clear_pid(fd: int) -> None:
@@ -806,8 +862,8 @@ class Spool:
         if fd is None:
             return None
         try:
-            pid = int(os.read(fd, 32).decode("ascii", "replace").strip())
-        except (OSError, ValueError):
+            pid = int(os.read(fd, 64).decode("ascii", "replace").split()[0])
+        except (OSError, ValueError, IndexError):
             return None
         finally:
             os.close(fd)
