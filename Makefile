@@ -11,7 +11,7 @@ all: test
 deps:
 	@bash scripts/install-deps.sh
 
-$(BIN)/cvsmsg: pyproject.toml
+$(BIN)/cvsmsg: pyproject.toml bin/cvsmsg-drop  # pip copies the sh script: reinstall when it changes
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'

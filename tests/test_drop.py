@@ -229,16 +229,31 @@ def test_a_burst_goes_out_as_soon_as_the_dropping_cvs_has_exited(bot, person, pr
 def test_a_live_recorded_holder_is_left_the_message_a_stale_one_is_not(tmp_path):
     """The deliverer writes `PID START` into deliver.lock; the drop starts nothing while
     that very process runs (it sees new messages by itself), and starts a deliverer when
-    the record is stale: the process is gone, or its pid now is another process's."""
+    the record is stale: the process is gone, or its pid now is another process's, or it
+    is some other live process (a group member wrote its pid there)."""
     spool = Spool(tmp_path / "spool").ensure()
     lock = spool.path / "deliver.lock"
     gone = subprocess.Popen(["sleep", "60"])
     stale = procs.identity(gone.pid).replace(":", " ")
     gone.kill()
     gone.wait()
-    me = procs.identity(os.getpid())
-    reused = f"{os.getpid()} {int(me.split(':')[1]) + 1}"
-    for record, starts in ((me.replace(":", " "), False), (stale, True), (reused, True)):
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                               "cvsmsg", "deliver", "--lock-fd", "9"])
+    me = procs.identity(os.getpid())  # alive, but not a deliverer
+    live = procs.identity(holder.pid)
+    reused = f"{holder.pid} {int(live.split(':')[1]) + 1}"
+    cases = ((live.replace(":", " "), False), (stale, True), (reused, True),
+             (me.replace(":", " "), True))
+    try:
+        _drop_per_record(tmp_path, spool, lock, cases)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert len(spool.entries()) == len(cases)
+
+
+def _drop_per_record(tmp_path, spool, lock, cases):
+    for record, starts in cases:
         lock.write_text(record + "\n")
         fake = tmp_path / "bin"  # a `cvsmsg` that only says it was started
         fake.mkdir(exist_ok=True)
@@ -252,4 +267,3 @@ def test_a_live_recorded_holder_is_left_the_message_a_stale_one_is_not(tmp_path)
                                 check=False)
         assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
         assert wait_for(lambda: (tmp_path / "started").exists(), 5 if starts else 1) == starts
-    assert len(spool.entries()) == 3
