@@ -15,7 +15,7 @@ five groups, each timed in alternating (paired) runs, N per command:
 4. a roster of 1000 contacts vs 10;
 5. `cvsmsg serve`: RSS at start and after N deliveries, CPU per delivered message.
 
-    .venv/bin/python bench/bench.py [--runs 20] [--quick] [--only 1,3] [--files 100]
+    .venv/bin/python bench/bench.py [--runs 20] [--quick] [--only 1,3] [--files 100 (0: no 2b)]
                                     [--serve-messages 10000]
 
 Only ratios from one run mean anything on a shared machine: compare rows of one table.
@@ -298,6 +298,8 @@ class Bench:
         target("notify background / Python floor", by["cvsmsg notify, background"].median()
                / by["Python floor: python3 -c 'read stdin'"].median(), 2.0)
 
+        if not files:
+            return  # --files 0: the per-call rows only
         watchers = {u: self.people[u] for u in ("w1", "w2", "w3")}
         commit_configs = {"direct": self.configs["direct"], "drop": self.configs["drop"],
                           "background": self.configs["background"]}
@@ -460,7 +462,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: 3 runs, a 30-notification commit, 50 serve messages")
     parser.add_argument("--files", type=int, default=100,
-                        help="files in the commit (× 3 watchers = notifications)")
+                        help="files in the commit (× 3 watchers = notifications); 0 skips "
+                             "the commit (2b)")
     parser.add_argument("--serve-messages", type=int, default=10_000)
     parser.add_argument("--only", default="1,2,3,4,5", help="groups to run, e.g. 1,3")
     args = parser.parse_args()

@@ -7,7 +7,6 @@ It never catches an exception to report it: it raises, and `cvsmsg.main` reports
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from dataclasses import dataclass, replace
@@ -15,6 +14,7 @@ from dataclasses import dataclass, replace
 from cvsmsg import logs
 from cvsmsg.errors import CvsmsgError
 from cvsmsg.inputs import read_file, read_stdin
+from cvsmsg.logs import get_logger
 from cvsmsg.report import print_dropped, print_flush, print_queue, print_report
 from cvsmsg.status import ExitStatus
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     Options = Mapping[str, Any]
 
-log = logging.getLogger("cvsmsg")
+log = get_logger("cvsmsg")
 
 NO_MESSAGE = "no message: pipe the text on stdin or use --file PATH"
 NO_RECIPIENT = "Missing argument 'RECIPIENT...': give a JID, or --room ROOM"
@@ -55,7 +55,7 @@ class Io:
 
 def notify(opts: Options, io: Io) -> ExitStatus:
     """Send stdin (or --file) to each recipient who is available and not dnd."""
-    _log_to_stderr(opts, io)
+    _log_to_stderr(opts, io, lazy=True)  # the hand-off logs nothing when all is well
     # The whole message first, before anything can fail: see cvsmsg.inputs.
     file = opts["file"]
     raw = read_file(file) if file is not None and str(file) != "-" else read_stdin(
@@ -362,8 +362,8 @@ BODIES: dict[str, Callable[[Options, Io], ExitStatus]] = {
 }
 
 
-def _log_to_stderr(opts: Options, io: Io) -> None:
-    logs.to_stderr(opts["quiet"], opts["verbose"], opts["debug"], io.stderr)
+def _log_to_stderr(opts: Options, io: Io, *, lazy: bool = False) -> None:
+    logs.to_stderr(opts["quiet"], opts["verbose"], opts["debug"], io.stderr, lazy=lazy)
 
 
 def _config(opts: Options, io: Io, **overrides: Any) -> Config:

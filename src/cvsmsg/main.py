@@ -8,18 +8,18 @@ when the fast parser can read their argv exactly; everything else goes through c
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
 from cvsmsg.errors import CvsmsgError
+from cvsmsg.logs import get_logger
 from cvsmsg.status import ExitStatus
 
 TYPE_CHECKING = False  # no `typing` at run time: the fast path's start-up
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-log = logging.getLogger("cvsmsg")
+log = get_logger("cvsmsg")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,7 +40,7 @@ def _main(args: list[str], may_exit: bool) -> int:
     debug = _wants_debug(args)
     from cvsmsg import logs
 
-    logs.to_stderr(debug=debug)  # until the command sets its own level
+    logs.to_stderr(debug=debug, lazy=True)  # until the command sets its own level
     try:
         result = program(args)
     except CvsmsgError as exc:
@@ -83,7 +83,9 @@ def exit_without_gc(status: int) -> None:
                 stream.flush()
     except (OSError, ValueError):
         return
-    logging.shutdown()
+    logging = sys.modules.get("logging")  # imported only if something was logged
+    if logging is not None:
+        logging.shutdown()
     os._exit(int(status))
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 
 from cvsmsg.errors import UsageError
+from cvsmsg.logs import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # Characters XML 1.0 forbids (a single one makes the server kill our stream with
 # not-well-formed), plus U+FFFE/U+FFFF. Surrogates cannot survive UTF-8 decoding.

@@ -7,9 +7,9 @@ protocol); `flush` and `queue` print their results on stdout.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
+from cvsmsg.logs import get_logger
 from cvsmsg.status import ExitStatus
 
 TYPE_CHECKING = False
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from cvsmsg.drain import DrainStats
     from cvsmsg.spool import Entry, Spool
 
-log = logging.getLogger("cvsmsg")
+log = get_logger("cvsmsg")
 
 
 @dataclass(frozen=True)

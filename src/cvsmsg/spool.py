@@ -50,7 +50,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import logging
 import os
 import re
 import stat
@@ -62,6 +61,7 @@ from pathlib import Path
 from cvsmsg.config import DEFAULT_SUBJECT, MESSAGE_TYPES
 from cvsmsg.errors import CvsmsgError, SpoolError
 from cvsmsg.inputs import MAX_INPUT_BYTES
+from cvsmsg.logs import get_logger
 from cvsmsg.message import clean_line, clean_text
 from cvsmsg.paths import (
     ANNOUNCE_STAMP,
@@ -88,7 +88,7 @@ __all__ = [
     "resolve_spool_dir", "user_spool_dir",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 SHARED_DIR_MODE = 0o3770  # setgid: files get the directory's group; sticky: see above
 PRIVATE_DIR_MODE = 0o700  # the per-user fallback is nobody else's business

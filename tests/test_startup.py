@@ -1,0 +1,76 @@
+"""What the background hand-off loads: CVS waits for it once per watcher and file, so it
+imports only what a hand-off uses. Timings are `make bench`'s (row 2a); these tests check
+which modules a run loaded (`-X importtime`) and that it still says what it said."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.spoolhelp import notice, wait_for
+
+# Never needed to queue a message: logging until something is logged at a level that
+# shows; the rest belong to direct delivery, the deliverer or click.
+NOT_ON_THE_HAND_OFF = {"logging", "asyncio", "slixmpp", "click", "subprocess"}
+
+
+@pytest.fixture
+def bg_config(bot, prosody, tmp_path):
+    return prosody.write_cvsmsg_config(tmp_path / "bg.toml", bot.jid, bot.password,
+                                       delivery="background", coalesce_seconds=0.2)
+
+
+def hand_off(config, *args: str, text: str = notice()) -> tuple[subprocess.CompletedProcess[str],
+                                                                set[str]]:
+    """`cvsmsg notify` as the console script runs it, with -X importtime: the result
+    (importtime's lines taken out of stderr) and the modules it imported."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "cvsmsg", "notify", "--config",
+         str(config), *args],
+        input=text, capture_output=True, text=True, timeout=30, check=False,
+    )
+    lines = result.stderr.splitlines(keepends=True)
+    modules = {line.rsplit("|", 1)[-1].strip() for line in lines
+               if line.startswith("import time:")}
+    result.stderr = "".join(line for line in lines if not line.startswith("import time:"))
+    return result, modules
+
+
+def test_the_hand_off_loads_no_logging_asyncio_slixmpp_click_or_subprocess(
+        bot, person, bg_config):
+    alice = person("")
+    result, modules = hand_off(bg_config, alice.jid)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == f"cvsmsg: queued for {alice.jid}: background delivery\n"
+    assert result.stdout == ""
+    assert "cvsmsg.spool" in modules  # the importtime lines were read
+    assert modules & NOT_ON_THE_HAND_OFF == set()
+    [msg] = alice.wait_messages(1, 15)  # and the deliverer it started delivers
+    assert msg.body == notice().rstrip("\n")
+
+
+def test_a_line_below_the_level_loads_no_logging_one_above_it_is_shown(bot, person,
+                                                                        bg_config):
+    alice = person("")
+    text = notice().replace("By bob", "By bob\x01")  # removed, with an info line
+    result, modules = hand_off(bg_config, alice.jid, text=text)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == f"cvsmsg: queued for {alice.jid}: background delivery\n"
+    assert "logging" not in modules
+
+    result, modules = hand_off(bg_config, "-v", alice.jid, text=text)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ("cvsmsg: removed 1 control character(s) XML cannot carry\n"
+                             f"cvsmsg: queued for {alice.jid}: background delivery\n")
+    assert "logging" in modules
+    assert wait_for(lambda: sum(m.body.count("Triggered edit watch")  # perhaps one digest
+                                for m in alice.settle()) == 2, 15)
+
+
+def test_an_error_on_the_hand_off_path_is_still_one_line(bot, bg_config):
+    result, _modules = hand_off(bg_config, "bad address@")
+    assert result.returncode == 7
+    assert result.stderr.startswith("cvsmsg: error: ")
+    assert result.stderr.count("\n") == 1
