@@ -51,6 +51,24 @@ def test_the_hand_off_loads_no_logging_asyncio_slixmpp_click_or_subprocess(
     assert msg.body == notice().rstrip("\n")
 
 
+def test_a_cached_config_is_not_parsed_again(bot, person, bg_config):
+    """The quick start's config (password_file): from the second run on, the parsed file
+    comes from the per-user cache (tomlcache), so tomllib is not loaded; nor is socket
+    (the recipient checks use _socket's functions)."""
+    secret = bg_config.with_name("password")
+    secret.write_text(bot.password + "\n")
+    secret.chmod(0o600)
+    bg_config.write_text(bg_config.read_text().replace(f'password = "{bot.password}"',
+                                                       f'password_file = "{secret}"'))
+    alice = person("")
+    first, modules = hand_off(bg_config, alice.jid)
+    assert first.returncode == 0, first.stderr
+    assert "tomllib" in modules
+    second, modules = hand_off(bg_config, alice.jid)
+    assert (second.returncode, second.stderr) == (0, first.stderr)
+    assert modules & {"tomllib", "socket"} == set()
+
+
 def test_a_line_below_the_level_loads_no_logging_one_above_it_is_shown(bot, person,
                                                                         bg_config):
     alice = person("")
