@@ -12,8 +12,9 @@ import pytest
 from tests.spoolhelp import notice, wait_for
 
 # Never needed to queue a message: logging until something is logged at a level that
-# shows; the rest belong to direct delivery, the deliverer or click.
-NOT_ON_THE_HAND_OFF = {"logging", "asyncio", "slixmpp", "click", "subprocess"}
+# shows; dataclasses (cvsmsg.record instead); the rest belong to direct delivery, the
+# deliverer or click.
+NOT_ON_THE_HAND_OFF = {"logging", "asyncio", "slixmpp", "click", "subprocess", "dataclasses"}
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def hand_off(config, *args: str, text: str = notice()) -> tuple[subprocess.Compl
     return result, modules
 
 
-def test_the_hand_off_loads_no_logging_asyncio_slixmpp_click_or_subprocess(
+def test_the_hand_off_loads_no_logging_asyncio_slixmpp_click_subprocess_or_dataclasses(
         bot, person, bg_config):
     alice = person("")
     result, modules = hand_off(bg_config, alice.jid)
@@ -92,3 +93,26 @@ def test_an_error_on_the_hand_off_path_is_still_one_line(bot, bg_config):
     assert result.returncode == 7
     assert result.stderr.startswith("cvsmsg: error: ")
     assert result.stderr.count("\n") == 1
+
+
+def test_a_record_behaves_as_the_frozen_dataclass_it_replaces():
+    from cvsmsg.config import Config
+    from cvsmsg.record import replace
+    from cvsmsg.report import Outcome
+
+    one = Outcome("a@x", False, "dnd", handed_off=True)
+    assert one == Outcome(recipient="a@x", delivered=False, reason="dnd", handed_off=True)
+    assert (one.failed, one.room) == (False, False)  # defaults
+    assert hash(one) == hash(replace(one))
+    assert replace(one, reason="x") == Outcome("a@x", False, "x", handed_off=True)
+    assert repr(one) == ("Outcome(recipient='a@x', delivered=False, reason='dnd', failed=False, "
+                         "handed_off=True, room=False, earlier=False)")
+    with pytest.raises(AttributeError):
+        one.reason = "changed"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        Outcome("a@x", False)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        Outcome("a@x", False, "r", bogus=1)  # type: ignore[call-arg]
+    cfg = Config("bot@x", "s3cret")
+    assert "s3cret" not in repr(cfg)  # as field(repr=False) did
+    assert replace(cfg, delivery="background").delivery == "background"

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, replace
 
 from cvsmsg import logs
 from cvsmsg.errors import CvsmsgError
 from cvsmsg.inputs import read_file, read_stdin
 from cvsmsg.logs import get_logger
+from cvsmsg.record import Record, replace
 from cvsmsg.report import print_dropped, print_flush, print_queue, print_report
 from cvsmsg.status import ExitStatus
 
@@ -38,8 +38,7 @@ NO_LOG_TEXT = ("no log text on stdin: CVS runs this from CVSROOT/loginfo "
                "(ALL cvsmsg loginfo %p %{sVv})")
 
 
-@dataclass(frozen=True)
-class Io:
+class Io(Record):
     """What a command reads and writes besides its options (httpie's Environment):
     injected, so tests and the fast path hand in exactly what the process has."""
 
@@ -129,10 +128,12 @@ def loginfo(opts: Options, io: Io) -> ExitStatus:
 
     layout = Layout(cfg.viewer_url, cfg.viewer_file_url, cfg.max_files)
     if cfg.diffstat:
+        import dataclasses
+
         from cvsmsg.diffstat import diffstat
 
         stats, skipped = diffstat(commits, _repository(commits[0], io.environ), io.environ)
-        layout = replace(layout, stats=stats, stats_skipped=skipped)
+        layout = dataclasses.replace(layout, stats=stats, stats_skipped=skipped)
     outcomes = []
     failure: CvsmsgError | None = None
     sends = [(recipients, theirs, ()) for recipients, theirs in groups]

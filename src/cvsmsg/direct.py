@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
 
 from cvsmsg.config import Config
 from cvsmsg.drain import Drainer, DrainStats
@@ -22,6 +21,7 @@ from cvsmsg.errors import (
 )
 from cvsmsg.message import split_message
 from cvsmsg.policy import decide
+from cvsmsg.record import replace
 from cvsmsg.report import Outcome
 from cvsmsg.sessions import OneShot
 from cvsmsg.spool import Spool

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from cvsmsg.errors import UsageError
 from cvsmsg.logs import get_logger
+from cvsmsg.record import Record
 
 log = get_logger(__name__)
 
@@ -19,8 +19,7 @@ _ESCAPED_SIZE = {"&": 5, "<": 4, ">": 4, "'": 6, '"': 6}
 STANZA_OVERHEAD = 2048
 
 
-@dataclass(frozen=True)
-class Part:
+class Part(Record):
     """One message stanza's worth of text; `subject` is numbered when split."""
 
     subject: str

@@ -55,7 +55,6 @@ import re
 import stat
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cvsmsg.config import DEFAULT_SUBJECT, MESSAGE_TYPES
@@ -77,6 +76,7 @@ from cvsmsg.paths import (
 )
 from cvsmsg.paths import MESSAGE_SUFFIX as SUFFIX
 from cvsmsg.recipients import normalize_recipient
+from cvsmsg.record import Record, replace
 
 TYPE_CHECKING = False  # no `typing` at run time: the hand-off must start fast
 if TYPE_CHECKING:
@@ -162,8 +162,7 @@ def _one_line(value: str) -> str:
     return _CONTROL.sub(" ", value)
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(Record):
     """One queued message for one recipient, with what we know about its history."""
 
     id: str
@@ -208,8 +207,7 @@ class Entry:
         return head.encode("utf-8", "replace") + self.body.encode("utf-8", "replace") + b"\n"
 
 
-@dataclass(frozen=True)
-class Defaults:
+class Defaults(Record):
     """What a file may leave out, and what validating it needs (from the config)."""
 
     default_domain: str | None = None
