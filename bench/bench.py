@@ -231,6 +231,9 @@ class Bench:
                     counts=self.received_by("alice"))]
         rows += [Row(f"{name}, online", argv, lambda _i: notice, self.peer_env(name),
                      self.received_by("alice")) for name, argv in self.peers("alice").items()]
+        rows.append(Row("cvsmsg notify, online, password in config",
+                        self.notify("bot-inline", "alice"), lambda _i: notice,
+                        counts=self.received_by("alice")))
         first = Row("cvsmsg notify, not visible (first run)", self.notify("bot", "dave"),
                     lambda _i: notice)
         self.warm(rows)
@@ -246,7 +249,7 @@ class Bench:
             Row("go-sendxmpp --help", ["go-sendxmpp", "--help"]),
         ]
         run_rounds(rows, self.runs, self.usage, self.settle)
-        print_rows("1. one presence-gated notify, direct", [*rows[:3], first, *rows[3:]],
+        print_rows("1. one presence-gated notify, direct", [*rows[:4], first, *rows[4:]],
                    self.runs)
         by = {r.name: r for r in rows}
         online = by["cvsmsg notify, online"].median()
@@ -275,8 +278,8 @@ class Bench:
             Row("sh floor: sh -c 'cat >/dev/null'", SH_FLOOR, notice("sh")),
             Row("cvsmsg notify, background", self.notify("background", "alice"),
                 notice("background")),
-            Row("  the same, password in the config", self.notify("background-inline", "alice"),
-                notice("inline")),
+            Row("cvsmsg notify, bg, password in config",
+                self.notify("background-inline", "alice"), notice("inline")),
             Row("Python floor: python3 -c 'read stdin'", PY_FLOOR, notice("py")),
         ]
         self.warm(rows)
@@ -519,8 +522,10 @@ def main() -> int:
                 b.people[w].online("")
             mk = server.write_cvsmsg_config
             b.configs = {
-                "bot": mk(work / "bot.toml", bots["bot"], PASSWORD,
-                          spool_dir=str(work / "bot-spool")),
+                "bot": password_file(mk(work / "bot.toml", bots["bot"], PASSWORD,
+                                         spool_dir=str(work / "bot-spool"))),
+                "bot-inline": mk(work / "bot-inline.toml", bots["bot"], PASSWORD,
+                                 spool_dir=str(work / "bot-spool")),
                 "direct": mk(work / "direct.toml", bots["bot"], PASSWORD,
                              spool_dir=str(work / "direct")),
                 "background": password_file(mk(work / "background.toml", bots["bot"], PASSWORD,

@@ -303,9 +303,11 @@ def _spool_settings(
 
 def _viewer_template(data: Mapping[str, Any], key: str, where: str) -> str:
     """A viewer_url-style template: only the known placeholders, no format specs."""
+    template = _expect(data, key, str, where) or ""
+    if not template:
+        return template  # nothing to check (and no `string` import on the hand-off path)
     import string
 
-    template = _expect(data, key, str, where) or ""
     try:
         fields = list(string.Formatter().parse(template))
     except ValueError as exc:
