@@ -116,3 +116,48 @@ def test_a_record_behaves_as_the_frozen_dataclass_it_replaces():
     cfg = Config("bot@x", "s3cret")
     assert "s3cret" not in repr(cfg)  # as field(repr=False) did
     assert replace(cfg, delivery="background").delivery == "background"
+
+
+# The console script's own call, reporting every garbage collection that starts once
+# main() is running (counts reset just before), and the threshold at a normal exit.
+COUNTING_COLLECTIONS = (
+    "import atexit, gc, sys\n"
+    "from cvsmsg.main import main\n"
+    "running = []\n"
+    "def report(phase, info):\n"
+    "    if phase == 'start' and running:\n"
+    "        sys.stderr.write(f'collection of generation {info[\"generation\"]}\\n')\n"
+    "gc.callbacks.append(report)\n"
+    "atexit.register(lambda: sys.stderr.write(f'threshold {gc.get_threshold()[0]}\\n'))\n"
+    "sys.argv = ['cvsmsg', *sys.argv[1:]]\n"
+    "gc.collect()\n"
+    "running.append(True)\n"
+    "sys.exit(main())\n"
+)
+
+
+def test_a_direct_notify_makes_no_garbage_collection_pass(bot, person):
+    """A one-shot run raises the collector's threshold (cvsmsg.main.GC_THRESHOLD): the
+    ~50 passes over the modules being imported cost a direct notify 10-15 ms."""
+    alice = person("")
+    result = subprocess.run(
+        [sys.executable, "-c", COUNTING_COLLECTIONS, "notify", "--config", str(bot.config),
+         alice.jid],
+        input=notice(), capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    # no collection, and os._exit after the ack: no interpreter shutdown either
+    assert result.stderr == f"cvsmsg: delivered to {alice.jid}: available\n"
+    assert [m.body for m in alice.settle()] == [notice().rstrip("\n")]
+
+
+def test_other_commands_keep_the_default_threshold(bot):
+    """`cvsmsg queue` (and the long-lived serve, flush and deliverer) keep Python's
+    collector as it is."""
+    result = subprocess.run(
+        [sys.executable, "-c", COUNTING_COLLECTIONS, "queue", "--config", str(bot.config)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "threshold 700\n" in result.stderr
+    assert "collection of generation 0\n" in result.stderr
