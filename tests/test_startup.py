@@ -161,3 +161,14 @@ def test_other_commands_keep_the_default_threshold(bot):
     assert result.returncode == 0, result.stderr
     assert "threshold 700\n" in result.stderr
     assert "collection of generation 0\n" in result.stderr
+
+
+def test_a_direct_notify_with_nothing_queued_loads_no_drainer(bot, person):
+    """The drainer (and the digests) are loaded only when the spool holds something to
+    hand over in the same session."""
+    alice = person("")
+    result, modules = hand_off(bot.config, alice.jid)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == f"cvsmsg: delivered to {alice.jid}: available\n"
+    assert "slixmpp" in modules
+    assert modules & {"cvsmsg.drain", "cvsmsg.digest"} == set()

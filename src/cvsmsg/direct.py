@@ -10,7 +10,6 @@ import logging
 from collections.abc import Sequence
 
 from cvsmsg.config import Config
-from cvsmsg.drain import Drainer, DrainStats
 from cvsmsg.errors import (
     SESSION_LOST,
     AuthError,
@@ -207,8 +206,10 @@ async def _deliver_queued(
 ) -> list[Outcome]:
     """Queued messages whose recipient is available now, in the session we already have;
     within `budget` seconds so the run still ends within its timeout. Never fails the run."""
-    if not spool.exists():
-        return []
+    if not spool.exists() or not spool.ids():
+        return []  # nothing queued, the usual case: the drainer is not even loaded
+    from cvsmsg.drain import Drainer, DrainStats
+
     drainer = Drainer(cfg, spool, session, count_attempts=False)
     if not drainer.refresh():
         return []
