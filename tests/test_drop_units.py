@@ -7,10 +7,10 @@ import os
 import select
 import subprocess
 import sys
-from dataclasses import replace
 
 from cvsmsg import procs
 from cvsmsg.digest import batches
+from cvsmsg.record import replace
 from cvsmsg.spool import Spool
 from tests.test_spool_units import entry
 

@@ -9,7 +9,6 @@ import os
 import stat
 import subprocess
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ import pytest
 from cvsmsg import paths, procs
 from cvsmsg.config import DEFAULT_SUBJECT, default_config_paths
 from cvsmsg.errors import SpoolError
+from cvsmsg.record import replace
 from cvsmsg.spool import (
     DELIVER_LOCK,
     EMPTY_REAP_SECONDS,

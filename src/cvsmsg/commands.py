@@ -7,14 +7,14 @@ It never catches an exception to report it: it raises, and `cvsmsg.main` reports
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-from dataclasses import dataclass, replace
 
 from cvsmsg import logs
 from cvsmsg.errors import CvsmsgError
 from cvsmsg.inputs import read_file, read_stdin
+from cvsmsg.logs import get_logger
+from cvsmsg.record import Record, replace
 from cvsmsg.report import print_dropped, print_flush, print_queue, print_report
 from cvsmsg.status import ExitStatus
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     Options = Mapping[str, Any]
 
-log = logging.getLogger("cvsmsg")
+log = get_logger("cvsmsg")
 
 NO_MESSAGE = "no message: pipe the text on stdin or use --file PATH"
 NO_RECIPIENT = "Missing argument 'RECIPIENT...': give a JID, or --room ROOM"
@@ -38,8 +38,7 @@ NO_LOG_TEXT = ("no log text on stdin: CVS runs this from CVSROOT/loginfo "
                "(ALL cvsmsg loginfo %p %{sVv})")
 
 
-@dataclass(frozen=True)
-class Io:
+class Io(Record):
     """What a command reads and writes besides its options (httpie's Environment):
     injected, so tests and the fast path hand in exactly what the process has."""
 
@@ -55,7 +54,7 @@ class Io:
 
 def notify(opts: Options, io: Io) -> ExitStatus:
     """Send stdin (or --file) to each recipient who is available and not dnd."""
-    _log_to_stderr(opts, io)
+    _log_to_stderr(opts, io, lazy=True)  # the hand-off logs nothing when all is well
     # The whole message first, before anything can fail: see cvsmsg.inputs.
     file = opts["file"]
     raw = read_file(file) if file is not None and str(file) != "-" else read_stdin(
@@ -129,10 +128,12 @@ def loginfo(opts: Options, io: Io) -> ExitStatus:
 
     layout = Layout(cfg.viewer_url, cfg.viewer_file_url, cfg.max_files)
     if cfg.diffstat:
+        import dataclasses
+
         from cvsmsg.diffstat import diffstat
 
         stats, skipped = diffstat(commits, _repository(commits[0], io.environ), io.environ)
-        layout = replace(layout, stats=stats, stats_skipped=skipped)
+        layout = dataclasses.replace(layout, stats=stats, stats_skipped=skipped)
     outcomes = []
     failure: CvsmsgError | None = None
     sends = [(recipients, theirs, ()) for recipients, theirs in groups]
@@ -362,8 +363,8 @@ BODIES: dict[str, Callable[[Options, Io], ExitStatus]] = {
 }
 
 
-def _log_to_stderr(opts: Options, io: Io) -> None:
-    logs.to_stderr(opts["quiet"], opts["verbose"], opts["debug"], io.stderr)
+def _log_to_stderr(opts: Options, io: Io, *, lazy: bool = False) -> None:
+    logs.to_stderr(opts["quiet"], opts["verbose"], opts["debug"], io.stderr, lazy=lazy)
 
 
 def _config(opts: Options, io: Io, **overrides: Any) -> Config:

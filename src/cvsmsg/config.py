@@ -6,17 +6,17 @@ import os
 import re
 import stat
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from cvsmsg.errors import ConfigError, RecipientError
 from cvsmsg.recipients import normalize_recipient, normalize_room
+from cvsmsg.record import Record
 
 # typing and tomllib cost ~15 ms to import: the background hand-off (300 times in a big
 # commit) needs neither (annotations only; a cached parse of the file, see tomlcache).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, ClassVar
 
 DEFAULT_SUBJECT = "CVS Watch Alarm"
 MESSAGE_TYPES = ("normal", "chat", "headline")
@@ -42,8 +42,7 @@ VIEWER_FIELDS = ("path", "file", "old", "new", "rev")
 DEFAULT_MAX_FILES = 50  # a commit message lists this many files, then "… and N more files"
 
 
-@dataclass(frozen=True)
-class LoginfoRule:
+class LoginfoRule(Record):
     """One `[[loginfo]]` table: who hears about commits in directories that `match`.
 
     `match` is a regular expression searched in the repository-relative directory, or
@@ -55,12 +54,13 @@ class LoginfoRule:
     rooms: tuple[str, ...] = ()  # group-chat rooms (XEP-0045), not presence-gated
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(Record):
     """Everything one run needs; built once by `load_config`, never mutated."""
 
+    _hidden: ClassVar[tuple[str, ...]] = ("password",)  # never in a repr
+
     jid: str
-    password: str = field(repr=False)
+    password: str
     server: str | None = None  # "host" or "host:port"; None means SRV lookup
     tls: str = "starttls"  # or "direct" (XEP-0368 port)
     tls_verify: bool = True
@@ -303,9 +303,11 @@ def _spool_settings(
 
 def _viewer_template(data: Mapping[str, Any], key: str, where: str) -> str:
     """A viewer_url-style template: only the known placeholders, no format specs."""
+    template = _expect(data, key, str, where) or ""
+    if not template:
+        return template  # nothing to check (and no `string` import on the hand-off path)
     import string
 
-    template = _expect(data, key, str, where) or ""
     try:
         fields = list(string.Formatter().parse(template))
     except ValueError as exc:

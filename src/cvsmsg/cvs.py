@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from cvsmsg.record import Record
 
 
-@dataclass(frozen=True)
-class WatchNotice:
+class WatchNotice(Record):
     """What a `CVSROOT/notify` text says; fields are empty when CVS's format is not matched."""
 
     path: str

@@ -8,10 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
 
 from cvsmsg.config import Config
-from cvsmsg.drain import Drainer, DrainStats
 from cvsmsg.errors import (
     SESSION_LOST,
     AuthError,
@@ -22,6 +20,7 @@ from cvsmsg.errors import (
 )
 from cvsmsg.message import split_message
 from cvsmsg.policy import decide
+from cvsmsg.record import replace
 from cvsmsg.report import Outcome
 from cvsmsg.sessions import OneShot
 from cvsmsg.spool import Spool
@@ -207,8 +206,10 @@ async def _deliver_queued(
 ) -> list[Outcome]:
     """Queued messages whose recipient is available now, in the session we already have;
     within `budget` seconds so the run still ends within its timeout. Never fails the run."""
-    if not spool.exists():
-        return []
+    if not spool.exists() or not spool.ids():
+        return []  # nothing queued, the usual case: the drainer is not even loaded
+    from cvsmsg.drain import Drainer, DrainStats
+
     drainer = Drainer(cfg, spool, session, count_attempts=False)
     if not drainer.refresh():
         return []

@@ -4,17 +4,18 @@ recipient. `notify` and `loginfo` both call `dispatch`; nothing else decides thi
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping, Sequence
 
+from cvsmsg import logs
 from cvsmsg.config import Config
 from cvsmsg.errors import RecipientError
 from cvsmsg.handoff import cvs_user, hand_off, open_spool, wants_handoff
+from cvsmsg.logs import get_logger
 from cvsmsg.recipients import resolve_recipients, resolve_rooms
 from cvsmsg.report import Report
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def dispatch(
@@ -45,6 +46,7 @@ def dispatch(
         done = invalid + handed
         if not recipients and not rooms:
             return Report(done)
+    logs.activate()  # asyncio and slixmpp log through `logging` itself
     import asyncio
 
     from cvsmsg.slixmpp_compat import skip_optional_imports

@@ -5,7 +5,6 @@ runs. No asyncio, no slixmpp, no click: CVS waits for this, once per watcher and
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -14,11 +13,12 @@ from cvsmsg import procs
 from cvsmsg.config import Config
 from cvsmsg.cvs import parse_notify
 from cvsmsg.errors import SpoolError
+from cvsmsg.logs import get_logger
 from cvsmsg.recipients import own_address
 from cvsmsg.report import Outcome
 from cvsmsg.spool import DELIVER_LOCK, Spool, resolve_spool_dir
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 BACKGROUND = "background delivery"
 SERVE = "handed to cvsmsg serve"

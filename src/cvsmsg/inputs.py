@@ -8,14 +8,15 @@ reads through here. No click, no typing: the fast path imports this.
 from __future__ import annotations
 
 import contextlib
-import logging
 from pathlib import Path
+
+from cvsmsg.logs import get_logger
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import IO
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # Far above any CVS notification; keeps a runaway pipe from eating memory. Also the cap on
 # a spool file's body (spool.py): what lands on disk.

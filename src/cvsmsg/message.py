@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import re
-from dataclasses import dataclass
 
 from cvsmsg.errors import UsageError
+from cvsmsg.logs import get_logger
+from cvsmsg.record import Record
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # Characters XML 1.0 forbids (a single one makes the server kill our stream with
 # not-well-formed), plus U+FFFE/U+FFFF. Surrogates cannot survive UTF-8 decoding.
@@ -19,8 +19,7 @@ _ESCAPED_SIZE = {"&": 5, "<": 4, ">": 4, "'": 6, '"': 6}
 STANZA_OVERHEAD = 2048
 
 
-@dataclass(frozen=True)
-class Part:
+class Part(Record):
     """One message stanza's worth of text; `subject` is numbered when split."""
 
     subject: str

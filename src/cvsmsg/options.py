@@ -11,10 +11,10 @@ a missing argument) it returns None and click parses and reports instead.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cvsmsg.config import MESSAGE_TYPES, MIN_TIMEOUT
+from cvsmsg.record import Record, replace
 
 TYPE_CHECKING = False  # no `typing` at run time: the fast path's start-up
 if TYPE_CHECKING:
@@ -48,8 +48,7 @@ def whole_number(text: str) -> int:
         raise ValueError(f"{text!r} is not a whole number") from None
 
 
-@dataclass(frozen=True)
-class Option:
+class Option(Record):
     """One option: how it is spelt, what it holds, and what --help says about it."""
 
     names: tuple[str, ...]  # "-q", "--quiet": a one-letter name is a short option
@@ -75,8 +74,7 @@ class Option:
         return self.convert(text)
 
 
-@dataclass(frozen=True)
-class Argument:
+class Argument(Record):
     """The positional arguments of a command: zero or more (one or more if required)."""
 
     dest: str
@@ -84,8 +82,7 @@ class Argument:
     required: bool = False
 
 
-@dataclass(frozen=True)
-class Command:
+class Command(Record):
     """A command's options and arguments, as both parsers read them."""
 
     name: str
@@ -99,10 +96,10 @@ class Command:
     # CVS aborts the operation when this command fails (commitinfo): it reports on stderr
     # and always exits 0. Parsed without click like the stdin readers: it runs per directory.
     never_fails: bool = False
-    by_name: dict[str, Option] = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "by_name", {n: o for o in self.options for n in o.names})
+    @property
+    def by_name(self) -> dict[str, Option]:
+        return {n: o for o in self.options for n in o.names}
 
     def defaults(self) -> dict[str, Any]:
         values = {o.dest: o.default for o in self.options}

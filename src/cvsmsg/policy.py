@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from cvsmsg.config import SHOW_VALUES
+from cvsmsg.record import Record
 
 
-@dataclass(frozen=True)
-class PresenceView:
+class PresenceView(Record):
     """What the session knows about one recipient when it decides.
 
     `resources` maps each available resource to its `show` ('' for plain available).
@@ -19,15 +19,14 @@ class PresenceView:
     means "cannot see", not "offline".
     """
 
-    resources: Mapping[str, str] = field(default_factory=dict)
+    resources: Mapping[str, str] = MappingProxyType({})
     visible: bool = True
     # Resources with a negative priority: RFC 6121 §8.5.2.1 keeps messages to the bare
     # JID from them, so they do not count as "available" for delivery.
     negative_priority: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(Record):
     deliver: bool
     reason: str
 
@@ -78,8 +77,7 @@ def decide(view: PresenceView, withhold_show: frozenset[str]) -> Decision:
 # -- who may subscribe to the bot's presence -----------------------------------------------
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(Record):
     """Accept a presence subscription request, or refuse it, and why."""
 
     accept: bool
@@ -126,8 +124,7 @@ def subscription_verdict(
     return Verdict(True, "a recipient" if recipient else "allowed by subscribers")
 
 
-@dataclass(frozen=True)
-class SubscriptionPolicy:
+class SubscriptionPolicy(Record):
     """Who may subscribe to the bot's presence, made once per session from the config and
     the run's recipients; every path's session answers requests through `verdict`."""
 
@@ -144,8 +141,7 @@ class SubscriptionPolicy:
         )
 
 
-@dataclass(frozen=True)
-class SessionPlan:
+class SessionPlan(Record):
     """How one session behaves towards others: the subscription policy, whether it sends
     initial presence (announces) or stays quiet and probes, and the bound on each step.
     Every field is required: no path gets a session without choosing them (sessions.py)."""

@@ -7,9 +7,8 @@ protocol); `flush` and `queue` print their results on stdout.
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
-
+from cvsmsg.logs import get_logger
+from cvsmsg.record import Record
 from cvsmsg.status import ExitStatus
 
 TYPE_CHECKING = False
@@ -21,11 +20,10 @@ if TYPE_CHECKING:
     from cvsmsg.drain import DrainStats
     from cvsmsg.spool import Entry, Spool
 
-log = logging.getLogger("cvsmsg")
+log = get_logger("cvsmsg")
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(Record):
     """What happened for one recipient, as the CLI reports it."""
 
     recipient: str
@@ -37,8 +35,7 @@ class Outcome:
     earlier: bool = False  # messages queued by earlier runs, not this run's message
 
 
-@dataclass(frozen=True)
-class Report:
+class Report(Record):
     outcomes: list[Outcome]
 
     @property

@@ -58,18 +58,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import logging
 import os
 import re
 import stat
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cvsmsg.config import DEFAULT_SUBJECT, MESSAGE_TYPES
 from cvsmsg.errors import CvsmsgError, SpoolError
 from cvsmsg.inputs import MAX_INPUT_BYTES
+from cvsmsg.logs import get_logger
 from cvsmsg.message import clean_line, clean_text
 from cvsmsg.paths import (
     ANNOUNCE_STAMP,
@@ -85,6 +84,7 @@ from cvsmsg.paths import (
 )
 from cvsmsg.paths import MESSAGE_SUFFIX as SUFFIX
 from cvsmsg.recipients import normalize_recipient
+from cvsmsg.record import Record, replace
 
 TYPE_CHECKING = False  # no `typing` at run time: the hand-off must start fast
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ __all__ = [
     "resolve_spool_dir", "user_spool_dir",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 SHARED_DIR_MODE = 0o3770  # setgid: files get the directory's group; sticky: see above
 PRIVATE_DIR_MODE = 0o700  # the per-user fallback is nobody else's business
@@ -173,8 +173,7 @@ def _one_line(value: str) -> str:
     return _CONTROL.sub(" ", value)
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(Record):
     """One queued message for one recipient, with what we know about its history."""
 
     id: str
@@ -222,8 +221,7 @@ class Entry:
         return head.encode("utf-8", "replace") + self.body.encode("utf-8", "replace") + b"\n"
 
 
-@dataclass(frozen=True)
-class Defaults:
+class Defaults(Record):
     """What a file may leave out, and what validating it needs (from the config)."""
 
     default_domain: str | None = None

@@ -13,7 +13,6 @@ import secrets
 import ssl
 import time
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from cvsmsg import rostercache
@@ -27,6 +26,7 @@ from cvsmsg.errors import (
     MessageRefused,
 )
 from cvsmsg.policy import PresenceView, SessionPlan
+from cvsmsg.record import Record
 
 compat.apply()  # before slixmpp is imported: the cheap import, fast SCRAM
 
@@ -43,8 +43,7 @@ REFUSAL_CONDITIONS = frozenset({
 })
 
 
-@dataclass(frozen=True)
-class RosterEntry:
+class RosterEntry(Record):
     """One contact of the bot, as the server keeps it."""
 
     jid: str
@@ -52,8 +51,7 @@ class RosterEntry:
     pending_out: bool  # we asked to see their presence and have no answer yet
 
 
-@dataclass(frozen=True)
-class Bounce:
+class Bounce(Record):
     """A message the server (or the recipient's server) returned as an error."""
 
     recipient: str
