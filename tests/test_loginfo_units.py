@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cvsmsg.account import committer
 from cvsmsg.config import LoginfoRule, load_config
 from cvsmsg.errors import ConfigError, UsageError
 from cvsmsg.loginfo import (
@@ -14,7 +15,6 @@ from cvsmsg.loginfo import (
     IMPORT,
     NEW_DIRECTORY,
     FileChange,
-    committer,
     format_message,
     parse_loginfo,
     parse_text,

@@ -39,17 +39,19 @@ def hand_off(config, *args: str, text: str = notice()) -> tuple[subprocess.Compl
     return result, modules
 
 
+@pytest.mark.parametrize("text", [notice(), "a text without CVS's By line\n"],
+                         ids=["cvs-notice", "plain-text"])
 def test_the_hand_off_loads_no_logging_asyncio_slixmpp_click_subprocess_or_dataclasses(
-        bot, person, bg_config):
+        bot, person, bg_config, text):
     alice = person("")
-    result, modules = hand_off(bg_config, alice.jid)
+    result, modules = hand_off(bg_config, alice.jid, text=text)
     assert result.returncode == 0, result.stderr
     assert result.stderr == f"cvsmsg: queued for {alice.jid}: background delivery\n"
     assert result.stdout == ""
     assert "cvsmsg.spool" in modules  # the importtime lines were read
     assert modules & NOT_ON_THE_HAND_OFF == set()
     [msg] = alice.wait_messages(1, 15)  # and the deliverer it started delivers
-    assert msg.body == notice().rstrip("\n")
+    assert msg.body == text.rstrip("\n")
 
 
 def test_a_cached_config_is_not_parsed_again(bot, person, bg_config):

@@ -90,10 +90,9 @@ def loginfo(opts: Options, io: Io) -> ExitStatus:
     _log_to_stderr(opts, io)
     raw = read_stdin(io.stdin, NO_LOG_TEXT)
 
-    from cvsmsg.account import unix_name
+    from cvsmsg.account import committer
     from cvsmsg.loginfo import (
         Layout,
-        committer,
         followers,
         format_commit,
         parse_loginfo,
@@ -105,7 +104,7 @@ def loginfo(opts: Options, io: Io) -> ExitStatus:
     args = [os.fsencode(a).decode("utf-8", "replace") for a in opts["cvs_args"]]
     text = raw.replace(b"\0", b"").decode("utf-8", "replace")
     commit = parse_loginfo(args, text, io.environ.get("CVSROOT"))
-    user = committer(io.environ, unix_name())
+    user = committer(io.environ)
     commits = _commit_parts(opts, io, commit, args, text, user)
     if not commits:
         return ExitStatus.OK  # more directories of this commit to come
@@ -223,14 +222,13 @@ def commitinfo(opts: Options, io: Io) -> ExitStatus:
     if not opts["cvs_args"]:
         raise UsageError("no directory from CVS: use 'ALL cvsmsg commitinfo %p' "
                          "in CVSROOT/commitinfo")
-    from cvsmsg.account import unix_name
+    from cvsmsg.account import committer
     from cvsmsg.commits import commit_key, record_directory, relative_directory
-    from cvsmsg.loginfo import committer
 
     directory = relative_directory(
         os.fsencode(opts["cvs_args"][0]).decode("utf-8", "replace"), io.environ)
     spool, shared = _spool_location(opts, io)
-    record_directory(spool, shared, commit_key(io.environ, committer(io.environ, unix_name())),
+    record_directory(spool, shared, commit_key(io.environ, committer(io.environ)),
                      directory)
     return ExitStatus.OK
 

@@ -44,10 +44,9 @@ def cvs_user(text: str, env: Mapping[str, str]) -> str:
     notice = parse_notify(text)
     if notice is not None:
         return notice.by
-    from cvsmsg.account import unix_name
-    from cvsmsg.loginfo import committer  # whoever runs us, as loginfo names a committer
+    from cvsmsg.account import committer  # whoever runs us, as loginfo names a committer
 
-    return committer(env, unix_name())
+    return committer(env)
 
 
 def hand_off(

@@ -219,19 +219,6 @@ def parse_loginfo(args: Sequence[str], text: str, cvsroot: str | None = None) ->
     return Commit(directory, kind, files, log)
 
 
-def committer(env: Mapping[str, str], account_name: str | None = None) -> str:
-    """Who committed: CVS gives no name, but runs the command as the committer.
-
-    `CVS_USER` is the CVS name under pserver (empty otherwise); then LOGNAME and USER,
-    as CVS itself looks them up; then the account of the process.
-    """
-    for key in ("CVS_USER", "LOGNAME", "USER"):
-        value = env.get(key, "").strip()
-        if value:
-            return value
-    return account_name or "unknown user"
-
-
 @dataclass(frozen=True)
 class Layout:
     """How a commit message is laid out: web-viewer links and how many files it lists.
