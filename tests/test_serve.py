@@ -88,6 +88,15 @@ def test_notify_hands_off_to_serve_which_delivers(bot, person, serve, spool_dir)
     assert server.text().endswith("cvsmsg: stopped\n")
 
 
+def test_serve_with_a_server_configured_loads_no_resolver(bot, serve):
+    """A daemon keeps what it imports for months: with `server` set it needs no SRV
+    resolver (aiodns and pycares' C library), nor pygments (about 4 MB of RSS together)."""
+    server = serve(bot.config)
+    maps = Path(f"/proc/{server.proc.pid}/maps").read_text()
+    assert "_cares" not in maps
+    assert server.stop() == 0
+
+
 def test_serve_delivers_within_a_second_of_the_presence_change(bot, person, serve):
     alice = person("dnd")
     serve(bot.config)
