@@ -426,3 +426,34 @@ def test_reading_a_message_asks_for_about_its_size(tmp_path, monkeypatch):
     assert claim is not None and claim.entry == small
     claim.release()
     assert max(asked) == size + 1
+
+
+def test_delivering_a_message_makes_no_path_of_its_name(tmp_path, monkeypatch):
+    """Python 3.11's pathlib interns every part of a path: a Path per message file made
+    serve's interned-string table grow after its first thousand deliveries. Reading,
+    claiming, rewriting and removing a message must not build one."""
+    import sys
+
+    spool = Spool(tmp_path)
+    e = spool.add("a@x", "s", "body")
+    interned: list[str] = []
+    real_intern = sys.intern
+
+    def intern(text: str) -> str:
+        interned.append(text)
+        return real_intern(text)
+
+    monkeypatch.setattr(sys, "intern", intern)
+    assert spool.read(e.id) == e
+    claim = spool.claim(e.id)
+    assert claim is not None
+    again = claim.update(attempts=1)
+    claim.release()
+    claim = spool.claim(again.id)
+    assert claim is not None
+    claim.remove()
+    claim.release()
+    assert spool.ids() == []
+    assert not [s for s in interned if e.id in s or again.id in s]
+    spool.file_of(e.id)  # the Path API (for people and tests) still interns: the check works
+    assert [s for s in interned if e.id in s] == [f"{e.id}.msg"]
