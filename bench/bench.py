@@ -48,9 +48,9 @@ PY_FLOOR = [sys.executable, "-I", "-c", "import sys; sys.stdin.buffer.read()"]
 SH_FLOOR = ["sh", "-c", "cat >/dev/null"]
 PASSWORD = "benchpw"
 BATCH = 10  # messages queued for serve between two wake-ups
-# Serve deliveries before its RSS is taken as the baseline: around the 1,000th, CPython's
-# interned-string table (pathlib interns each spool file name) grows once, by ~0.5-0.9 MB.
-SERVE_WARMUP = 2000
+# Serve deliveries before its RSS is taken as the baseline: the first few hundred page in
+# code used only then (~0.4 MB of the executable and libraries) and fill allocator pools.
+SERVE_WARMUP = 1000
 # "Flat": at most this much RSS growth over this many deliveries after the warm-up (a
 # quarter of a MB per 10,000; the 1 MiB read buffer serve had grew ~100 bytes a message).
 SERVE_FLAT_KB, SERVE_FLAT_OVER = 256, 10_000
@@ -389,7 +389,7 @@ class Bench:
             spool = Spool(self.work / "serve-spool", shared=False)
             # Flat: what serve holds after the warm-up does not grow over the run, nor
             # over its later half.
-            warmup = min(SERVE_WARMUP, max(messages // 5, BATCH))
+            warmup = min(SERVE_WARMUP, max(messages // 10, BATCH))
             step = max(messages // 10, BATCH)
 
             def deliver(count: int, tag: str) -> tuple[int, float]:
