@@ -88,6 +88,15 @@ def test_notify_hands_off_to_serve_which_delivers(bot, person, serve, spool_dir)
     assert server.text().endswith("cvsmsg: stopped\n")
 
 
+def test_serve_with_a_server_configured_loads_no_resolver(bot, serve):
+    """A daemon keeps what it imports for months: with `server` set it needs no SRV
+    resolver (aiodns and pycares' C library), nor pygments (about 4 MB of RSS together)."""
+    server = serve(bot.config)
+    maps = Path(f"/proc/{server.proc.pid}/maps").read_text()
+    assert "_cares" not in maps
+    assert server.stop() == 0
+
+
 def test_serve_delivers_within_a_second_of_the_presence_change(bot, person, serve):
     alice = person("dnd")
     serve(bot.config)
@@ -202,3 +211,61 @@ def test_example_systemd_unit(tmp_path):
     verify = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True,
                             text=True, timeout=60)
     assert (verify.returncode, verify.stdout, verify.stderr) == (0, "", "")
+
+
+def test_what_serve_holds_does_not_grow_with_deliveries(bot, person, tmp_path):
+    """serve runs for months: after 200 more deliveries through one session, slixmpp's
+    handlers, waiters and scheduled events, the XEP-0198 queue, the loop's tasks and the
+    drainer's bookkeeping hold exactly what they held after the first 20."""
+    import asyncio
+
+    from cvsmsg.config import load_config
+    from cvsmsg.drain import Drainer, Waker
+    from cvsmsg.sessions import SERVE, end_session, open_session, plan_session
+
+    alice = person("")
+    cfg = load_config(bot.prosody.write_cvsmsg_config(
+        tmp_path / "serve.toml", bot.jid, bot.password, coalesce_seconds=0), env={})
+    spool = Spool(tmp_path / "serve-spool", shared=False).ensure()
+
+    def held(session, drainer) -> dict[str, int]:
+        client = session.client
+        return {
+            "stream handlers": len(client._XMLStream__handlers),
+            "event handlers": sum(map(len, client._XMLStream__event_handlers.values())),
+            "scheduled events": len(client.scheduled_events),
+            "unacked stanzas": len(client.plugin["xep_0198"].unacked_queue),
+            "tasks": len(asyncio.all_tasks()),
+            "bounces": len(session.bounces),
+            "drainer ids": len(drainer.pending) + len(drainer.first_seen)
+            + len(drainer._counted),
+        }
+
+    async def body() -> tuple[dict[str, int], dict[str, int]]:
+        waker = Waker(spool)
+        drainer = Drainer(cfg, spool)
+        drainer.refresh()
+        session = await open_session(cfg, plan_session(cfg, spool, [alice.jid], SERVE),
+                                     [alice.jid], timeout=cfg.step_timeout)
+        drainer.new_session(session)
+        try:
+            snapshots = []
+            for rounds in (20, 200):
+                for i in range(rounds):
+                    spool.add(alice.jid, "cvs", notice(f"m{i}.txt"), cvs_user="bob")
+                    spool.wake()
+                    await waker.wait(session, 5)  # serve's loop: woken, refresh, step
+                    drainer.refresh()
+                    stats = await drainer.step()
+                    assert stats.delivered == {alice.jid: 1}
+                drainer.refresh()  # serve's next pass forgets the delivered ids
+                snapshots.append(held(session, drainer))
+            return snapshots[0], snapshots[1]
+        finally:
+            await end_session(session, clean=True)
+            waker.close()
+
+    first, later = asyncio.run(asyncio.wait_for(body(), 60))
+    assert later == first
+    assert first["unacked stanzas"] == 0 and first["drainer ids"] == 0
+    assert wait_for(lambda: len(alice.messages) == 220)

@@ -396,3 +396,64 @@ def test_drainer_forgets_messages_that_are_gone(tmp_path):
     assert drainer.refresh() == [third.id]
     assert drainer.seen == {second.id, third.id}
     assert list(drainer.pending) == [second.id, third.id]
+
+
+def test_reading_a_message_asks_for_about_its_size(tmp_path, monkeypatch):
+    """serve reads every message twice: a fixed 1 MiB request per read (allocated before
+    the read, then shrunk) grew its heap ~1 MB every ~9,000 messages. A read asks for
+    the file's size + 1 at most; a message bigger than one chunk is still read whole."""
+    import cvsmsg.spool as spool_module
+
+    asked: list[int] = []
+    real_read = os.read
+
+    def read(fd: int, n: int) -> bytes:
+        asked.append(n)
+        return real_read(fd, n)
+
+    spool = Spool(tmp_path)
+    small = spool.add("a@x", "s", "a short notification")
+    big = spool.add("a@x", "s", "x" * (spool_module.READ_CHUNK * 2 + 10))
+    monkeypatch.setattr(spool_module.os, "read", read)
+    assert spool.read(small.id) == small
+    size = spool.file_of(small.id).stat().st_size
+    assert asked and max(asked) == size + 1
+    asked.clear()
+    assert spool.read(big.id) == big
+    assert max(asked) == spool_module.READ_CHUNK
+    asked.clear()
+    claim = spool.claim(small.id)
+    assert claim is not None and claim.entry == small
+    claim.release()
+    assert max(asked) == size + 1
+
+
+def test_delivering_a_message_makes_no_path_of_its_name(tmp_path, monkeypatch):
+    """Python 3.11's pathlib interns every part of a path: a Path per message file made
+    serve's interned-string table grow after its first thousand deliveries. Reading,
+    claiming, rewriting and removing a message must not build one."""
+    import sys
+
+    spool = Spool(tmp_path)
+    e = spool.add("a@x", "s", "body")
+    interned: list[str] = []
+    real_intern = sys.intern
+
+    def intern(text: str) -> str:
+        interned.append(text)
+        return real_intern(text)
+
+    monkeypatch.setattr(sys, "intern", intern)
+    assert spool.read(e.id) == e
+    claim = spool.claim(e.id)
+    assert claim is not None
+    again = claim.update(attempts=1)
+    claim.release()
+    claim = spool.claim(again.id)
+    assert claim is not None
+    claim.remove()
+    claim.release()
+    assert spool.ids() == []
+    assert not [s for s in interned if e.id in s or again.id in s]
+    spool.file_of(e.id)  # the Path API (for people and tests) still interns: the check works
+    assert [s for s in interned if e.id in s] == [f"{e.id}.msg"]

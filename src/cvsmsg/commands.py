@@ -281,9 +281,12 @@ def serve(opts: Options, io: Io) -> ExitStatus:
     """Stay connected and deliver queued messages as recipients become available."""
     quiet = opts["quiet"]
     logs.to_stderr(quiet, max(opts["verbose"], 0 if quiet else 1), opts["debug"], io.stderr)
+    cfg, spool = _spool(opts, io)
+    from cvsmsg.slixmpp_compat import skip_optional_imports
+
+    skip_optional_imports(server_configured=bool(cfg.server))  # ~4 MB less RSS, for months
     from cvsmsg.serve import run_serve
 
-    cfg, spool = _spool(opts, io)
     run_serve(cfg, spool)
     return ExitStatus.OK
 
