@@ -262,15 +262,16 @@ def check(opts: Options, io: Io) -> ExitStatus:
 def flush(opts: Options, io: Io) -> ExitStatus:
     """Deliver every queued message whose recipient is available now."""
     _log_to_stderr(opts, io)
-    import asyncio
-
-    from cvsmsg.drain import flush as drain_flush
-
     cfg, spool = _spool(opts, io, server=opts["server"], timeout=opts["timeout"])
     if not spool.ids():
         if not opts["quiet"]:
             io.stdout.write(f"no messages queued in {spool.path}\n")
         return ExitStatus.OK
+    _before_slixmpp(cfg)
+    import asyncio
+
+    from cvsmsg.drain import flush as drain_flush
+
     stats = asyncio.run(drain_flush(cfg, spool))
     if not opts["quiet"]:
         print_flush(stats, io.stdout)
@@ -282,13 +283,19 @@ def serve(opts: Options, io: Io) -> ExitStatus:
     quiet = opts["quiet"]
     logs.to_stderr(quiet, max(opts["verbose"], 0 if quiet else 1), opts["debug"], io.stderr)
     cfg, spool = _spool(opts, io)
-    from cvsmsg.slixmpp_compat import skip_optional_imports
-
-    skip_optional_imports(server_configured=bool(cfg.server))  # ~4 MB less RSS, for months
+    _before_slixmpp(cfg)  # ~4 MB less RSS, for months
     from cvsmsg.serve import run_serve
 
     run_serve(cfg, spool)
     return ExitStatus.OK
+
+
+def _before_slixmpp(cfg: Config) -> None:
+    """What flush, the deliverer and serve do before slixmpp loads (dispatch.py does the
+    same for notify and loginfo): no pygments, and no aiodns when `server` is set."""
+    from cvsmsg.slixmpp_compat import skip_optional_imports
+
+    skip_optional_imports(server_configured=bool(cfg.server))
 
 
 def queue(opts: Options, io: Io) -> ExitStatus:
@@ -320,11 +327,12 @@ def deliver(opts: Options, io: Io) -> ExitStatus:
     """The detached background deliverer `notify` starts; logs to deliver.log."""
     os.chdir("/")  # never keep CVS's temporary directory busy
     logs.to_stderr(False, 1, False, io.stderr)  # /dev/null, until the log file is open
+    cfg, spool = _spool(opts, io, server=opts["server"], timeout=opts["timeout"])
+    _before_slixmpp(cfg)
     from cvsmsg.drain import run_deliverer
     from cvsmsg.paths import deliver_log
     from cvsmsg.spool import DELIVER_LOCK
 
-    cfg, spool = _spool(opts, io, server=opts["server"], timeout=opts["timeout"])
     spool.ensure()
     logs.to_file(deliver_log(spool.path), [cfg.password])
     fd = opts["lock_fd"] if opts["lock_fd"] is not None else spool.try_lock(DELIVER_LOCK)
