@@ -199,6 +199,7 @@ class XmppSession:
                 self._last_connect_error = _os_reason(exc)
 
         compat.watch_connection_lost(client, connection_lost)
+        compat.write_in_records(client)
 
         on = client.add_event_handler
         on("connected", lambda _e: self._set_phase("negotiating TLS and authenticating"))
