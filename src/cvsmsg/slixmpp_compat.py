@@ -116,18 +116,13 @@ def _use_fast_scram() -> None:
     SCRAM.Hi = fast_hi  # type: ignore[method-assign]
 
 
-def _escape_text(text: str) -> str:
-    """XML-escape `text` exactly as slixmpp's `escape` does without CDATA (all five
-    characters, `&` first), in five C-speed passes instead of one Python call per character."""
-    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-            .replace("'", "&apos;").replace('"', "&quot;"))
-
-
 def _use_fast_escape() -> None:
     """slixmpp serialises text through a generator over every character (~16 ms per
     256 KB part, ~1 M calls per MB); chained `str.replace` gives the same text ~8x faster.
     `tostring` looks `escape` up in its module at each call, so replacing it there is
     enough; CDATA output (`use_cdata`) stays slixmpp's own. (Belongs in slixmpp.)"""
+    from cvsmsg.message import xml_escape  # the one escape: what splitting counts goes out
+
     # the module: `slixmpp.xmlstream.tostring` as an attribute is the function
     module = importlib.import_module("slixmpp.xmlstream.tostring")
 
@@ -136,7 +131,7 @@ def _use_fast_escape() -> None:
         return
 
     def fast_escape(text: str, use_cdata: bool = False) -> str:
-        return original(text, use_cdata) if use_cdata else _escape_text(text)
+        return original(text, use_cdata) if use_cdata else xml_escape(text)
 
     fast_escape._cvsmsg_fast = True  # type: ignore[attr-defined]
     fast_escape.__wrapped__ = original  # type: ignore[attr-defined]  # slixmpp's own, for tests
