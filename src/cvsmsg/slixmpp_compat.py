@@ -118,9 +118,11 @@ def _use_fast_scram() -> None:
 
 def _use_fast_escape() -> None:
     """slixmpp serialises text through a generator over every character (~16 ms per
-    256 KB part, ~1 M calls per MB); chained `str.replace` gives the same text ~8x faster.
-    `tostring` looks `escape` up in its module at each call, so replacing it there is
-    enough; CDATA output (`use_cdata`) stays slixmpp's own. (Belongs in slixmpp.)"""
+    256 KB part, ~1 M calls per MB); chained `str.replace` gives the same XML (the same
+    text once parsed) ~8x faster, with fewer entities for the server to parse (see
+    `message.xml_escape`). `tostring` looks `escape` up in its module at each call, so
+    replacing it there is enough; CDATA output (`use_cdata`) stays slixmpp's own.
+    (Belongs in slixmpp.)"""
     from cvsmsg.message import xml_escape  # the one escape: what splitting counts goes out
 
     # the module: `slixmpp.xmlstream.tostring` as an attribute is the function
