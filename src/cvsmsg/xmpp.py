@@ -26,6 +26,7 @@ from cvsmsg.errors import (
     CvsmsgError,
     MessageRefused,
 )
+from cvsmsg.message import as_body
 from cvsmsg.policy import PresenceView, SessionPlan
 
 compat.apply()  # before slixmpp is imported: the cheap import, fast SCRAM
@@ -539,7 +540,7 @@ class XmppSession:
         `delay`: when the notification was made, for a late one (XEP-0203 <delay>, from
         the bot's bare JID: we are the entity that held it back)."""
         msg = self.client.make_message(
-            mto=jid, mbody=body, msubject=subject, mtype=mtype  # type: ignore[arg-type]
+            mto=jid, mbody=as_body(body), msubject=subject, mtype=mtype  # type: ignore[arg-type]
         )
         msg["id"] = secrets.token_hex(8)
         if delay is not None:
