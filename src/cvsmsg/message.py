@@ -1,4 +1,5 @@
-"""Content hygiene: turn whatever CVS (or a user) piped in into stanza-safe text parts."""
+"""Content hygiene: turn whatever CVS (or a user) piped in into stanza-safe text parts,
+and the XML form that text takes on the wire (what splitting counts is what goes out)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ _XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 # What XML needs escaped, as xml_escape writes it (everything else goes out as UTF-8):
 # (text, entity), `&` first. `>` only after `]]`, where text may not have it.
 _ESCAPES = (("&", "&amp;"), ("<", "&lt;"), ('"', "&quot;"), ("]]>", "]]&gt;"))
-_ENTITIES = ("&amp;", "&lt;", "&quot;", "&gt;")
+_ENTITIES = tuple(entity.removeprefix("]]") for _char, entity in _ESCAPES)
 # Room for the stanza around a body: tags, to/from/id attributes, the subject.
 STANZA_OVERHEAD = 2048
 
