@@ -61,8 +61,8 @@ def test_control_characters_in_subject_are_removed(bot, person):
 
 def test_huge_input_is_split_into_numbered_parts(bot, person):
     alice = person("")
-    lines = [f"{i:06d} " + "<&>" * 40 + " ü" for i in range(1500)]
-    text = "\n".join(lines)  # ≈ 1 MiB once escaped
+    lines = [f"{i:06d} " + "<&\"" * 40 + " ü ]]>" for i in range(1500)]
+    text = "\n".join(lines)  # ≈ 0.9 MB once escaped; parts go as CDATA, "]]>" split
     result = bot.run(alice.jid, input=text.encode())
     assert result.returncode == 0, result.stderr
     msgs = alice.settle()

@@ -9,7 +9,15 @@ import pytest
 from cvsmsg.config import load_config
 from cvsmsg.cvs import parse_notify
 from cvsmsg.errors import ConfigError, RecipientError, UsageError
-from cvsmsg.message import clean_text, split_message, wire_size
+from cvsmsg.message import (
+    STANZA_OVERHEAD,
+    CData,
+    as_body,
+    cdata_section,
+    clean_text,
+    split_message,
+    wire_size,
+)
 from cvsmsg.policy import PresenceView, decide
 from cvsmsg.recipients import normalize_recipient
 from cvsmsg.redact import RedactingFilter
@@ -144,6 +152,42 @@ def test_split_one_long_line():
     parts = split_message("S", text, 8192, 100)
     assert "".join(p.body for p in parts) == text
     assert len(parts) > 5
+
+
+def _greedy(text: str, budget: int) -> list[str]:
+    """The splitting rule, one character at a time: each chunk ends after the last line
+    that fits `budget` wire bytes, else after the last character that fits."""
+    chunks, pos = [], 0
+    while pos < len(text):
+        end = line_end = pos
+        while end < len(text) and wire_size(text[pos:end + 1]) <= budget:
+            end += 1
+            if text[end - 1] == "\n":
+                line_end = end
+        end = len(text) if end == len(text) else (line_end if line_end > pos else end)
+        chunks.append(text[pos:max(end, pos + 1)])
+        pos += len(chunks[-1])
+    return chunks
+
+
+@pytest.mark.parametrize("text", [
+    "a<&>'\"é€𝄞" * 900,  # cuts fall inside entities and UTF-8 sequences
+    "\n".join(("é" * i + "&" * (i % 7) + "x" * (i * 13 % 97)) for i in range(300)),
+    ("<" * 3000 + "\n") * 3,  # lines longer than a part, all entities
+])
+def test_split_cuts_where_the_rule_says(text):
+    budget = 4096 - STANZA_OVERHEAD - wire_size("S") - 32 - 128
+    parts = split_message("S", text, 4096, 1000)
+    assert [p.body for p in parts] == _greedy(text, budget)
+
+
+def test_a_long_body_goes_as_cdata_only_when_no_larger():
+    short = "<&" * 100
+    assert type(as_body(short)) is str  # short: the usual escaped text
+    long = "a<&\n" * 5000
+    assert type(as_body(long)) is CData and as_body(long) == long
+    assert type(as_body("]]>" * 5000)) is str  # CDATA would be larger than escaping
+    assert cdata_section("a]]>b") == "<![CDATA[a]]]]><![CDATA[>b]]>"
 
 
 def test_small_message_is_one_part():

@@ -25,6 +25,7 @@ from cvsmsg.errors import (
     CvsmsgError,
     MessageRefused,
 )
+from cvsmsg.message import as_body
 from cvsmsg.policy import PresenceView, SessionPlan
 from cvsmsg.record import Record
 
@@ -197,6 +198,7 @@ class XmppSession:
                 self._last_connect_error = _os_reason(exc)
 
         compat.watch_connection_lost(client, connection_lost)
+        compat.write_in_records(client)
 
         on = client.add_event_handler
         on("connected", lambda _e: self._set_phase("negotiating TLS and authenticating"))
@@ -536,7 +538,7 @@ class XmppSession:
         `delay`: when the notification was made, for a late one (XEP-0203 <delay>, from
         the bot's bare JID: we are the entity that held it back)."""
         msg = self.client.make_message(
-            mto=jid, mbody=body, msubject=subject, mtype=mtype  # type: ignore[arg-type]
+            mto=jid, mbody=as_body(body), msubject=subject, mtype=mtype  # type: ignore[arg-type]
         )
         msg["id"] = secrets.token_hex(8)
         if delay is not None:
