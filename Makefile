@@ -1,7 +1,11 @@
 # Two commands do everything on a fresh Debian machine (as root for the apt step):
 #   make demo   a throwaway Prosody + CVS repository, a real watch notification, delivered then withheld
 #   make test   install everything and run the whole test suite (what CI runs)
-PYTHON ?= python3
+# The interpreter the README installs cvsmsg with: Debian's /usr/bin/python3 when there is
+# one (a pyenv or conda python3 earlier in PATH is another build, often unoptimised, and
+# would make the tests and the bench measure something users do not run).
+PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
+export PYTHON
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
@@ -11,8 +15,10 @@ all: test
 deps:
 	@bash scripts/install-deps.sh
 
-$(BIN)/cvsmsg: pyproject.toml bin/cvsmsg-drop  # pip copies the sh script: reinstall when it changes
-	$(PYTHON) -m venv $(VENV)
+# pip copies the sh script: reinstall when it changes; a new venv when the Makefile
+# (the interpreter) changes
+$(BIN)/cvsmsg: pyproject.toml bin/cvsmsg-drop Makefile
+	$(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $@

@@ -6,7 +6,8 @@ need=()
 command -v prosody >/dev/null || need+=(prosody)
 command -v cvs >/dev/null || need+=(cvs)
 command -v openssl >/dev/null || need+=(openssl)
-if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then need+=(python3-venv); fi
+# The interpreter the Makefile makes its venv with ($PYTHON), Debian's python3 by default.
+if ! "${PYTHON:-python3}" -c 'import venv, ensurepip' 2>/dev/null; then need+=(python3-venv); fi
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "install-deps: missing ${need[*]}; run as root or: sudo apt-get install ${need[*]}" >&2
