@@ -553,3 +553,36 @@ def test_roster_versioning_with_a_preloaded_roster(prosody):
     _, fresh, sent = run(session(("stale", stale)))
     assert sent == 1
     assert set(fresh) == {friend}, "a full answer replaces the cached roster"
+
+
+def test_an_ssl_transport_closed_twice_can_still_be_aborted():
+    """slixmpp's abort() is close() then abort(); on CPython 3.11.0-3.11.2 a transport
+    closed before forgot its protocol and abort() raised AttributeError (a wrong password
+    became "internal error"; test_errors covers that end to end)."""
+    from asyncio import sslproto
+
+    compat.fix_ssl_abort()
+
+    class Protocol:
+        aborted = shutdowns = 0
+
+        def _start_shutdown(self) -> None:
+            self.shutdowns += 1
+
+        def _abort(self, exc: BaseException | None = None) -> None:
+            self.aborted += 1
+
+    loop = asyncio.new_event_loop()
+    try:
+        protocol = Protocol()
+        transport = sslproto._SSLProtocolTransport(loop, protocol)
+        transport.abort()  # a live one is aborted as before
+        assert protocol.aborted == 1
+        transport = sslproto._SSLProtocolTransport(loop, protocol)
+        transport.close()
+        transport.close()
+        transport.abort()
+        assert transport.is_closing()
+        assert protocol.shutdowns == 1
+    finally:
+        loop.close()

@@ -157,6 +157,31 @@ def skip_optional_imports(server_configured: bool) -> None:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]
 
 
+def fix_ssl_abort() -> None:
+    """CPython 3.11.0-3.11.2 (Debian 12's python3): an SSL transport closed twice forgets
+    its protocol, and abort() then raises AttributeError. slixmpp's abort() is close() then
+    abort(), so every abort after the stream began closing (a refused login, a deadline)
+    became an internal error instead of exit 4 or 6. 3.11.3 fixed it in asyncio the same
+    way (skip what is gone); idempotent, and nothing is changed on a fixed Python."""
+    if sys.version_info >= (3, 11, 3):
+        return
+    from asyncio import sslproto
+
+    transport = sslproto._SSLProtocolTransport
+    if getattr(transport.abort, "_cvsmsg_fixed", False):
+        return
+    original = transport.abort
+
+    def abort(self: Any) -> None:
+        if self._ssl_protocol is None:  # closed twice: the protocol is shut down already
+            self._closed = True
+            return
+        original(self)
+
+    abort._cvsmsg_fixed = True  # type: ignore[attr-defined]
+    transport.abort = abort  # type: ignore[method-assign]
+
+
 def apply() -> types.ModuleType:
     """Import slixmpp the cheap way and install the patches; idempotent. Returns slixmpp.
 
@@ -164,6 +189,7 @@ def apply() -> types.ModuleType:
     slixmpp = import_slixmpp()
     _use_fast_scram()
     _use_fast_escape()
+    fix_ssl_abort()
     return slixmpp
 
 
