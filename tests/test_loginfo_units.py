@@ -355,3 +355,26 @@ def test_example_config_rules_load_uncommented(tmp_path):
     assert cfg.max_roster == 500
     assert route("proj/sub", cfg.loginfo) == ["dj@example.org", "piers@example.org"]
     assert route("other", cfg.loginfo) == ["cvs-admin@example.org"]
+
+
+def test_a_bad_loginfo_regex_is_refused_on_every_run_and_never_cached(tmp_path):
+    """The regexes are compiled before a parse is cached (tomlcache's check): a cached
+    config is one whose regexes compiled, and a bad one is refused every time."""
+    from cvsmsg import tomlcache
+
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o600)
+    head = 'jid = "a@x"\npassword_file = "pw"\n[[loginfo]]\n'
+    config = tmp_path / "c.toml"
+    config.write_text(head + 'match = "(proj"\nto = ["b@x"]\n')
+    for _ in range(2):
+        with pytest.raises(ConfigError, match=r"'match' '\(proj' is not a valid regex"):
+            load_config(str(config), env=env)
+    cached = tomlcache.cache_file(str(config), env)
+    assert cached is not None and not Path(cached).exists()
+    config.write_text(head + 'match = "^proj"\nto = ["b@x"]\n')
+    for _ in range(2):
+        assert load_config(str(config), env=env).loginfo == (LoginfoRule("^proj", ("b@x",)),)
+    assert Path(cached).exists()

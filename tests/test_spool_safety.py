@@ -390,15 +390,15 @@ def test_announce_stamp(tmp_path):
 def test_paths_honour_absolute_xdg_variables_only(tmp_path):
     env = {"HOME": "/home/u", "XDG_CONFIG_HOME": "/cfg", "XDG_STATE_HOME": "/st",
            "XDG_CACHE_HOME": "/cache"}
-    assert paths.config_search_path(env) == [Path("/cfg/cvsmsg/config.toml"),
-                                             Path("/etc/cvsmsg/config.toml")]
+    assert paths.config_search_path(env) == ["/cfg/cvsmsg/config.toml",
+                                             "/etc/cvsmsg/config.toml"]
     assert default_config_paths(env) == paths.config_search_path(env)
-    assert paths.user_spool_dir(env) == Path("/st/cvsmsg/spool")
-    assert paths.config_cache_dir(env) == Path("/cache/cvsmsg")
+    assert paths.user_spool_dir(env) == "/st/cvsmsg/spool"
+    assert paths.config_cache_dir(env) == "/cache/cvsmsg"
     relative = {"HOME": "/home/u", "XDG_CONFIG_HOME": "cfg", "XDG_STATE_HOME": "st",
                 "XDG_CACHE_HOME": "cache"}
-    assert paths.config_search_path(relative)[0] == Path("/home/u/.config/cvsmsg/config.toml")
-    assert paths.user_spool_dir(relative) == Path("/home/u/.local/state/cvsmsg/spool")
-    assert paths.config_cache_dir(relative) == Path("/home/u/.cache/cvsmsg")
+    assert paths.config_search_path(relative)[0] == "/home/u/.config/cvsmsg/config.toml"
+    assert paths.user_spool_dir(relative) == "/home/u/.local/state/cvsmsg/spool"
+    assert paths.config_cache_dir(relative) == "/home/u/.cache/cvsmsg"
     assert paths.config_cache_dir({}) is None
-    assert paths.deliver_log(Path("/s")) == Path("/s/deliver.log")
+    assert paths.deliver_log("/s") == "/s/deliver.log"

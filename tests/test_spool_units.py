@@ -50,11 +50,11 @@ def test_spool_config_values(tmp_path):
         'spool_dir = "q"\nwithheld = "drop"\ndelivery = "background"\n'
         'queue_max_age = "12h"\ncoalesce_seconds = 0.5\n'
     )), env={})
-    assert cfg.spool_dir == tmp_path / "q"  # relative to the config file, like password_file
+    assert cfg.spool_dir == str(tmp_path / "q")  # relative to the config file, like password_file
     assert (cfg.withheld, cfg.delivery, cfg.queue_max_age, cfg.coalesce_seconds) == (
         "drop", "background", 43200.0, 0.5)
     env = {"CVSMSG_SPOOL_DIR": "/elsewhere"}
-    assert load_config(tmp_path / "c.toml", env=env).spool_dir == Path("/elsewhere")
+    assert load_config(tmp_path / "c.toml", env=env).spool_dir == "/elsewhere"
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -98,8 +98,8 @@ def test_fallback_to_private_user_dir_with_a_warning(tmp_path):
     env = {"XDG_STATE_HOME": str(tmp_path / "state")}
     # cannot be created (its parent is a file): quietly the private per-user directory
     path, shared, warning = resolve_spool_dir(None, env, blocker / "spool")
-    assert (path, shared, warning) == (tmp_path / "state/cvsmsg/spool", False, None)
-    assert user_spool_dir({}) == Path.home() / ".local/state/cvsmsg/spool"
+    assert (path, shared, warning) == (str(tmp_path / "state/cvsmsg/spool"), False, None)
+    assert user_spool_dir({}) == str(Path.home() / ".local/state/cvsmsg/spool")
     # exists but is not ours to write (modes do not stop root: a file stands in for it)
     path, shared, warning = resolve_spool_dir(None, env, blocker)
     assert not shared
@@ -339,8 +339,10 @@ def test_config_cache_is_used_only_while_the_file_is_unchanged(tmp_path, monkeyp
     config.write_text('jid = "a@x"\npassword_file = "secret"\nsubject = "one"\n')
     env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
     assert tomlcache.load_toml(config, env)["subject"] == "one"
-    cached = tomlcache.cache_file(config, env)
-    assert cached is not None and cached.parent == tmp_path / "cache" / "cvsmsg"
+    found = tomlcache.cache_file(config, env)
+    assert found is not None
+    cached = Path(found)
+    assert cached.parent == tmp_path / "cache" / "cvsmsg"
     assert stat.S_IMODE(cached.stat().st_mode) == 0o600
     assert stat.S_IMODE(cached.parent.stat().st_mode) == 0o700
     # a hit does not parse: prove it by planting a different value under the same identity
@@ -364,7 +366,7 @@ def test_config_cache_never_copies_an_inline_password(tmp_path):
     config = write(tmp_path / "c.toml", 'subject = "one"\n')  # holds password = "p"
     assert tomlcache.load_toml(config, env)["password"] == "p"
     cached = tomlcache.cache_file(config, env)
-    assert cached is not None and not cached.exists()
+    assert cached is not None and not Path(cached).exists()
 
 
 def test_config_cache_needs_no_home_and_keeps_errors(tmp_path):

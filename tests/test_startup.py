@@ -57,19 +57,23 @@ def test_the_hand_off_loads_no_logging_asyncio_slixmpp_click_subprocess_or_datac
 def test_a_cached_config_is_not_parsed_again(bot, person, bg_config):
     """The quick start's config (password_file): from the second run on, the parsed file
     comes from the per-user cache (tomlcache), so tomllib is not loaded; nor is socket
-    (the recipient checks use _socket's functions)."""
+    (the recipient checks use _socket's functions), nor re: the [[loginfo]] regexes were
+    checked before the parse was cached."""
     secret = bg_config.with_name("password")
     secret.write_text(bot.password + "\n")
     secret.chmod(0o600)
     bg_config.write_text(bg_config.read_text().replace(f'password = "{bot.password}"',
                                                        f'password_file = "{secret}"'))
+    bg_config.write_text(bg_config.read_text()
+                         + '\n[[loginfo]]\nmatch = "^proj(/|$)"\nto = ["a@localhost"]\n')
     alice = person("")
     first, modules = hand_off(bg_config, alice.jid)
     assert first.returncode == 0, first.stderr
-    assert "tomllib" in modules
+    assert {"tomllib", "re"} <= modules  # parsed, its [[loginfo]] regexes compiled
     second, modules = hand_off(bg_config, alice.jid)
     assert (second.returncode, second.stderr) == (0, first.stderr)
-    assert modules & {"tomllib", "socket"} == set()
+    # nor re, enum, pathlib (~10 ms together: paths are strings on this path)
+    assert modules & {"tomllib", "socket", "re", "enum", "pathlib"} == set()
 
 
 def test_a_line_below_the_level_loads_no_logging_one_above_it_is_shown(bot, person,

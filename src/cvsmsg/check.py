@@ -250,7 +250,7 @@ class _Steps:
 
 
 def _check_config(
-    config_path: Path | None, overrides: Mapping[str, Any], env: Mapping[str, str] | None,
+    config_path: str | None, overrides: Mapping[str, Any], env: Mapping[str, str] | None,
     out: Out,
 ) -> Config:
     try:
@@ -261,7 +261,7 @@ def _check_config(
     home = Path.home()
     notes: list[str] = []
     if cfg.source is not None:
-        info = file_info(cfg.source)
+        info = file_info(Path(cfg.source))
         out(step_line("config", "ok", None, info.describe()))
         notes += file_notes(info, "config file", home)
     else:
@@ -342,7 +342,7 @@ async def _check_xmpp(
 
 
 def run_check(
-    config_path: Path | None,
+    config_path: str | None,
     overrides: Mapping[str, Any],
     jids: Iterable[str],
     out: Out,

@@ -21,7 +21,6 @@ from cvsmsg.status import ExitStatus
 TYPE_CHECKING = False  # no `typing` at run time: the fast path's start-up
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
-    from pathlib import Path
     from typing import IO, Any, TextIO
 
     from cvsmsg.config import Config
@@ -57,7 +56,7 @@ def notify(opts: Options, io: Io) -> ExitStatus:
     _log_to_stderr(opts, io, lazy=True)  # the hand-off logs nothing when all is well
     # The whole message first, before anything can fail: see cvsmsg.inputs.
     file = opts["file"]
-    raw = read_file(file) if file is not None and str(file) != "-" else read_stdin(
+    raw = read_file(file) if file is not None and file != "-" else read_stdin(
         io.stdin, NO_MESSAGE)
     if not opts["recipients"] and not opts["rooms"]:
         from cvsmsg.errors import UsageError
@@ -233,7 +232,7 @@ def commitinfo(opts: Options, io: Io) -> ExitStatus:
     return ExitStatus.OK
 
 
-def _spool_location(opts: Options, io: Io) -> tuple[Path, bool]:
+def _spool_location(opts: Options, io: Io) -> tuple[str, bool]:
     """The spool directory (and whether it is shared), without reading the password."""
     from cvsmsg.config import peek_spool_settings
     from cvsmsg.spool import resolve_spool_dir
@@ -334,7 +333,7 @@ def deliver(opts: Options, io: Io) -> ExitStatus:
     from cvsmsg.spool import DELIVER_LOCK
 
     spool.ensure()
-    logs.to_file(deliver_log(spool.path), [cfg.password])
+    logs.to_file(deliver_log(spool.directory), [cfg.password])
     fd = opts["lock_fd"] if opts["lock_fd"] is not None else spool.try_lock(DELIVER_LOCK)
     if fd is None:
         log.info("a deliverer is already running")

@@ -28,12 +28,11 @@ import stat
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from cvsmsg.errors import SpoolError
 from cvsmsg.inputs import MAX_INPUT_BYTES
 from cvsmsg.paths import COMMIT_SUFFIX, commit_record, commits_dir
-from cvsmsg.procs import proc_stat
+from cvsmsg.procs import PROC, proc_stat
 from cvsmsg.spool import Spool, open_shared
 
 log = logging.getLogger(__name__)
@@ -53,7 +52,7 @@ class Part:
     text: str
 
 
-def _cvs_process(proc: Path) -> str:
+def _cvs_process(proc: str) -> str:
     """`pid:starttime` of the nearest `cvs` ancestor (the one running the hooks), or ""."""
     pid = os.getppid()
     for _ in range(_MAX_ANCESTORS):
@@ -67,7 +66,7 @@ def _cvs_process(proc: Path) -> str:
     return ""
 
 
-def commit_key(env: Mapping[str, str], user: str, proc: Path = Path("/proc")) -> str:
+def commit_key(env: Mapping[str, str], user: str, proc: str = PROC) -> str:
     """What every hook process of one commit computes alike (a hex digest)."""
     root = env.get("CVSROOT", "").rpartition(":")[2].rstrip("/")
     material = "\0".join((user, root, env.get("CVS_PID", ""), _cvs_process(proc)))
@@ -83,7 +82,7 @@ def relative_directory(value: str, env: Mapping[str, str]) -> str:
     return value
 
 
-def _ensure_dir(spool: Path, shared: bool) -> Path:
+def _ensure_dir(spool: str, shared: bool) -> str:
     """SPOOL/commits, created like the spool (setgid and sticky when shared)."""
     Spool(spool, shared=shared).ensure()
     directory = commits_dir(spool)
@@ -91,7 +90,7 @@ def _ensure_dir(spool: Path, shared: bool) -> Path:
     return directory
 
 
-def _lock(fd: int, path: Path) -> None:
+def _lock(fd: int, path: str) -> None:
     """An exclusive flock within LOCK_WAIT_SECONDS: nobody can hold a commit up."""
     deadline = time.monotonic() + LOCK_WAIT_SECONDS
     while True:
@@ -104,7 +103,7 @@ def _lock(fd: int, path: Path) -> None:
             time.sleep(0.01)
 
 
-def _open_record(path: Path, *, create: bool) -> int | None:
+def _open_record(path: str, *, create: bool) -> int | None:
     """The record, opened safely and locked; None when it does not exist (or is not
     ours: a record made by someone else is never trusted)."""
     try:
@@ -123,7 +122,7 @@ def _open_record(path: Path, *, create: bool) -> int | None:
     return fd
 
 
-def _read(fd: int, path: Path) -> dict:
+def _read(fd: int, path: str) -> dict:
     """The record's content; an empty or unreadable one starts afresh (with a warning)."""
     chunks = []
     size = 0
@@ -164,7 +163,7 @@ def _write(fd: int, data: dict) -> None:
     os.fsync(fd)
 
 
-def record_directory(spool: Path, shared: bool, key: str, directory: str,
+def record_directory(spool: str, shared: bool, key: str, directory: str,
                      now: float | None = None) -> None:
     """commitinfo: add `directory` to the commit's record (creating it), and remove this
     user's stale records of aborted commits. Raises SpoolError."""
@@ -183,7 +182,7 @@ def record_directory(spool: Path, shared: bool, key: str, directory: str,
         os.close(fd)
 
 
-def add_part(spool: Path, key: str, directory: str, also: str, part: Part
+def add_part(spool: str, key: str, directory: str, also: str, part: Part
              ) -> list[Part] | None:
     """loginfo: store this directory's part. Returns every part, in commitinfo's order,
     when this was the last one (the record is then removed); [] while others are still
@@ -215,7 +214,7 @@ def add_part(spool: Path, key: str, directory: str, also: str, part: Part
         os.close(fd)
 
 
-def remove_stale(directory: Path, now: float, max_age: float = STALE_SECONDS) -> None:
+def remove_stale(directory: str, now: float, max_age: float = STALE_SECONDS) -> None:
     """Our records older than `max_age` (a commit aborted after commitinfo)."""
     with contextlib.suppress(OSError), os.scandir(directory) as it:
         for item in it:

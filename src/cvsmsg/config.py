@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import re
 import stat
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
 from cvsmsg.errors import ConfigError, RecipientError
-from cvsmsg.recipients import normalize_recipient, normalize_room
+from cvsmsg.recipients import normalize_recipient, normalize_room, unsafe
 from cvsmsg.record import Record
 
 # typing and tomllib cost ~15 ms to import: the background hand-off (300 times in a big
@@ -64,7 +62,7 @@ class Config(Record):
     server: str | None = None  # "host" or "host:port"; None means SRV lookup
     tls: str = "starttls"  # or "direct" (XEP-0368 port)
     tls_verify: bool = True
-    ca_file: Path | None = None
+    ca_file: str | None = None
     default_domain: str | None = None
     subject: str = DEFAULT_SUBJECT
     message_type: str = "normal"
@@ -78,7 +76,7 @@ class Config(Record):
     presence: str = "probe"  # or "announce": initial presence on every run (the book's way)
     announce_interval: float = DEFAULT_ANNOUNCE_INTERVAL  # probe mode: announce this often
     # The spool (issue 3): None means the default directory (see spool.resolve_spool_dir).
-    spool_dir: Path | None = None
+    spool_dir: str | None = None
     # The group a root run gives the shared spool it creates (mode 3770); without it a root
     # run refuses to create one (its own group would lock the CVS users out).
     spool_group: str | None = None
@@ -86,7 +84,7 @@ class Config(Record):
     delivery: str = "direct"  # or "background": notify only writes the spool
     queue_max_age: float = DEFAULT_QUEUE_MAX_AGE  # seconds; older queued messages are dropped
     coalesce_seconds: float = DEFAULT_COALESCE_SECONDS  # burst window for digests
-    source: Path | None = None  # the file it came from, for messages
+    source: str | None = None  # the file it came from, for messages
     loginfo: tuple[LoginfoRule, ...] = ()
     # Who may subscribe to the bot's presence: bare JIDs, domains, or "*". None: the bot's
     # own domain (see `allowed_subscribers`).
@@ -124,31 +122,31 @@ class Config(Record):
         return self.server.strip("[]"), 5223 if self.tls == "direct" else 5222
 
 
-def default_config_paths(env: Mapping[str, str] | None = None) -> list[Path]:
+def default_config_paths(env: Mapping[str, str] | None = None) -> list[str]:
     """Where we look when neither --config nor $CVSMSG_CONFIG is given (paths.py)."""
     from cvsmsg.paths import config_search_path
 
     return config_search_path(os.environ if env is None else env)
 
 
-def find_config_file(explicit: Path | None, env: Mapping[str, str]) -> Path | None:
+def find_config_file(explicit: str | None, env: Mapping[str, str]) -> str | None:
     """An explicit or $CVSMSG_CONFIG path must exist; default paths are optional."""
-    chosen = explicit or (Path(env["CVSMSG_CONFIG"]) if env.get("CVSMSG_CONFIG") else None)
+    chosen = explicit or env.get("CVSMSG_CONFIG") or None
     if chosen is not None:
-        if not chosen.is_file():
+        if not os.path.isfile(chosen):
             raise ConfigError(f"config file {chosen} does not exist or is not a file")
         return chosen
     for path in default_config_paths(env):
-        if path.is_file():
+        if os.path.isfile(path):
             return path
     return None
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _read_toml(path: str) -> dict[str, Any]:
     from cvsmsg.tomlcache import load_toml
 
     try:
-        return load_toml(path)
+        return load_toml(path, check=lambda data: _check_regexes(data, path))
     except PermissionError:
         raise ConfigError(f"cannot read config file {path}: permission denied") from None
     except OSError as exc:
@@ -157,11 +155,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 
-def _refuse_exposed(path: Path, what: str, *, secret: bool) -> None:
+def _refuse_exposed(path: str, what: str, *, secret: bool) -> None:
     """A file others can write can make cvsmsg run anything (`password_command`) as every
     CVS user; a password every local user can read is a password given away."""
     try:
-        mode = path.stat().st_mode
+        mode = os.stat(path).st_mode
     except OSError as exc:
         raise ConfigError(f"cannot stat {what} {path}: {exc.strerror}") from None
     if mode & (stat.S_IWGRP | stat.S_IWOTH):
@@ -177,10 +175,11 @@ def _refuse_exposed(path: Path, what: str, *, secret: bool) -> None:
         )
 
 
-def _password_from_file(path: Path) -> str:
+def _password_from_file(path: str) -> str:
     _refuse_exposed(path, "password file", secret=True)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
         raise ConfigError(f"cannot read password file {path}: {reason}") from None
@@ -272,14 +271,13 @@ def parse_duration(value: Any, key: str, where: str) -> float:
 
 
 def _spool_settings(
-    data: Mapping[str, Any], env: Mapping[str, str], where: str, base: Path
+    data: Mapping[str, Any], env: Mapping[str, str], where: str, base: str
 ) -> dict[str, Any]:
     """The spool keys of the Config: where the queue lives and how delivery works."""
     settings: dict[str, Any] = {}
     spool_dir = env.get("CVSMSG_SPOOL_DIR") or _expect(data, "spool_dir", str, where)
     if spool_dir:
-        path = Path(spool_dir).expanduser()
-        settings["spool_dir"] = path if path.is_absolute() else base / path
+        settings["spool_dir"] = _resolved(spool_dir, base)
     spool_group = env.get("CVSMSG_SPOOL_GROUP") or _expect(data, "spool_group", str, where)
     if spool_group:
         settings["spool_group"] = spool_group
@@ -367,15 +365,27 @@ def _loginfo_rules(
         match = table.get("match")
         if not isinstance(match, str) or not match:
             raise ConfigError(f"{here}: 'match' must be a regular expression, ALL or DEFAULT")
-        try:
-            re.compile(match)
-        except re.error as exc:
-            raise ConfigError(f"{here}: 'match' {match!r} is not a valid regex: {exc}") from None
         to = _addresses(table, "to", "JIDs", here,
                         lambda v: normalize_recipient(v, default_domain))
         rooms = _addresses(table, "rooms", "room JIDs", here, normalize_room)
         rules.append(LoginfoRule(match, to, rooms))
     return tuple(rules)
+
+
+def _check_regexes(data: Mapping[str, Any], where: str) -> None:
+    """Compile each `[[loginfo]]` match once per change of the file (tomlcache calls this
+    before it caches a parse), so a mistake is caught by any command, not just loginfo."""
+    import re
+
+    tables = data.get("loginfo", [])
+    for number, table in enumerate(tables if isinstance(tables, list) else [], 1):
+        match = table.get("match") if isinstance(table, dict) else None
+        if isinstance(match, str):
+            try:
+                re.compile(match)
+            except re.error as exc:
+                raise ConfigError(f"{where}: [[loginfo]] number {number}: 'match' {match!r} "
+                                  f"is not a valid regex: {exc}") from None
 
 
 def _addresses(
@@ -417,7 +427,7 @@ def _subscribers(data: Mapping[str, Any], where: str) -> tuple[str, ...] | None:
             entry = entry[5:]
         local, at, domain = entry.rpartition("@")
         if (
-            not entry or re.search(r"[\s/\"&'<>]", entry) or entry.count("@") > 1
+            not entry or unsafe(entry, "/") or entry.count("@") > 1
             or (at and not local) or not domain or ("*" in entry and entry != "*")
         ):
             raise ConfigError(
@@ -428,17 +438,27 @@ def _subscribers(data: Mapping[str, Any], where: str) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(result))
 
 
-def peek_spool_settings(explicit_path: Path | None, env: Mapping[str, str]) -> dict[str, Any]:
+def _resolved(value: str, base: str) -> str:
+    """A path from the config: `~` expanded, relative to the config file's directory,
+    normalised (as a pathlib Path would show it)."""
+    return os.path.normpath(os.path.join(base, os.path.expanduser(value)))
+
+
+def _base(path: str | None) -> str:
+    """What relative paths in the config are relative to: its directory, else the cwd."""
+    return os.path.dirname(os.path.abspath(path)) if path else os.getcwd()
+
+
+def peek_spool_settings(explicit_path: str | None, env: Mapping[str, str]) -> dict[str, Any]:
     """Only the spool keys (delivery mode, spool_dir), without fetching the password:
     enough for `notify` to choose between the hand-off and a direct delivery."""
     path = find_config_file(explicit_path, env)
     data: dict[str, Any] = _read_toml(path) if path else {}
-    base = path.parent if path else Path.cwd()
-    return _spool_settings(data, env, str(path) if path else "configuration", base)
+    return _spool_settings(data, env, path or "configuration", _base(path))
 
 
 def load_config(
-    explicit_path: Path | None = None,
+    explicit_path: str | None = None,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Config:
@@ -447,7 +467,7 @@ def load_config(
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     path = find_config_file(explicit_path, env)
     data: dict[str, Any] = _read_toml(path) if path else {}
-    where = str(path) if path else "configuration"
+    where = path or "configuration"
 
     unknown = sorted(set(data) - _KNOWN_KEYS)
     if unknown:
@@ -456,7 +476,7 @@ def load_config(
     if path is not None:
         # Whatever overrides are set: the file itself is what others could read or change.
         _refuse_exposed(path, "config file", secret="password" in data)
-    base = path.parent if path else Path.cwd()
+    base = _base(path)
 
     jid = env.get("CVSMSG_JID") or _expect(data, "jid", str, where)
     if not jid:
@@ -478,8 +498,7 @@ def load_config(
             password = _expect(data, "password", str, where)
             password_source = f"config file {path}"
         elif "password_file" in data:
-            pfile = Path(_expect(data, "password_file", str, where)).expanduser()
-            pfile = pfile if pfile.is_absolute() else base / pfile
+            pfile = _resolved(_expect(data, "password_file", str, where), base)
             password = _password_from_file(pfile)
             password_source = f"password_file {pfile}"
         elif "password_command" in data:
@@ -499,10 +518,8 @@ def load_config(
     ca_file = overrides.get("ca_file") or _expect(data, "ca_file", str, where)
     ca_path = None
     if ca_file:
-        ca_path = Path(ca_file).expanduser()
-        if not ca_path.is_absolute():
-            ca_path = base / ca_path
-        if not ca_path.is_file():
+        ca_path = _resolved(ca_file, base)
+        if not os.path.isfile(ca_path):
             raise ConfigError(f"{where}: ca_file {ca_path} does not exist")
 
     mtype = overrides.get("message_type") or _expect(data, "type", str, where) or "normal"

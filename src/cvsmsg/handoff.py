@@ -113,10 +113,10 @@ def start_deliverer(cfg: Config, spool: Spool, env: Mapping[str, str]) -> int | 
         os.set_inheritable(fd, True)
         argv = [sys.executable, "-m", "cvsmsg", "deliver", "--lock-fd", str(fd)]
         if cfg.source is not None:
-            argv += ["--config", str(cfg.source.resolve())]
+            argv += ["--config", os.path.realpath(cfg.source)]
         if cfg.server:
             argv += ["--server", cfg.server]
-        child_env = {**env, "CVSMSG_SPOOL_DIR": str(spool.path.resolve())}
+        child_env = {**env, "CVSMSG_SPOOL_DIR": os.path.realpath(spool.directory)}
         null = os.devnull
         # setsid and /dev/null on 0-2: the deliverer never holds CVS's pipes or terminal
         # (CVS would otherwise wait for our stdout to close), and no signal to CVS's

@@ -8,7 +8,6 @@ reads through here. No click, no typing: the fast path imports this.
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 
 from cvsmsg.logs import get_logger
 
@@ -40,13 +39,13 @@ def read_stdin(stdin: IO[bytes] | None, no_input: str) -> bytes:
     return data
 
 
-def read_file(path: Path) -> bytes:
+def read_file(path: str) -> bytes:
     """The message from `--file PATH`, capped like stdin; an unreadable file is a usage
     error (exit 2), not a traceback."""
     from cvsmsg.errors import UsageError
 
     try:
-        with path.open("rb") as fh:
+        with open(path, "rb") as fh:
             data = fh.read(MAX_INPUT_BYTES + 1)
     except OSError as exc:
         raise UsageError(f"cannot read --file {path}: {exc.strerror}") from None

@@ -16,7 +16,6 @@ import sys
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import logging
-    from pathlib import Path
     from typing import IO, Any
 
 STDERR_FORMAT = "cvsmsg: %(message)s"
@@ -125,13 +124,12 @@ def to_stderr(quiet: bool = False, verbose: int = 0, debug: bool = False,
         root.setLevel(logging.WARNING)
 
 
-def to_file(path: Path, secrets: list[str]) -> bool:
+def to_file(path: str, secrets: list[str]) -> bool:
     """The detached deliverer's log (its stderr is /dev/null): appended, group-writable,
     rotated at ROTATE_BYTES. False when the file cannot be opened: nowhere to say so."""
     activate()
     import logging
     from logging.handlers import RotatingFileHandler  # socket, pickle...: the deliverer only
-    from pathlib import Path
 
     class GroupWritableLog(RotatingFileHandler):
         """Mode 0660: in a group-shared spool the next user's deliverer must be able to
@@ -139,7 +137,7 @@ def to_file(path: Path, secrets: list[str]) -> bool:
 
         def _open(self) -> Any:
             # never through a link planted in the shared spool (spool.open_log_file)
-            fd = open_log_file(Path(self.baseFilename))
+            fd = open_log_file(self.baseFilename)
             if os.fstat(fd).st_uid == os.geteuid():
                 os.fchmod(fd, 0o660)  # the umask must not take the group's write bit
             return os.fdopen(fd, "a", encoding="utf-8", buffering=1)

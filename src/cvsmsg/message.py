@@ -3,8 +3,6 @@ and the XML form that text takes on the wire (what splitting counts is what goes
 
 from __future__ import annotations
 
-import re
-
 from cvsmsg.errors import UsageError
 from cvsmsg.logs import get_logger
 from cvsmsg.record import Record
@@ -13,7 +11,16 @@ log = get_logger(__name__)
 
 # Characters XML 1.0 forbids (a single one makes the server kill our stream with
 # not-well-formed), plus U+FFFE/U+FFFF. Surrogates cannot survive UTF-8 decoding.
-_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+XML_ILLEGAL = "".join(map(chr, (*range(9), 11, 12, *range(14, 32)))) + "\ufffe\uffff"
+_DELETE_ILLEGAL = dict.fromkeys(map(ord, XML_ILLEGAL))
+# Up to this many characters str.translate is cheaper than importing `re` (~4 ms with the
+# `enum` it needs, on every background hand-off); above it, one regex pass is (translate
+# looks every non-ASCII character up in a dict).
+_TRANSLATE_MAX = 65536
+# A header line's control characters (newlines included), for one_line and has_control.
+_CONTROLS = "".join(map(chr, range(32))) + "\x7f"
+_CONTROL_TO_SPACE = str.maketrans(_CONTROLS, " " * len(_CONTROLS))
+_CONTROL_SET = frozenset(_CONTROLS)
 # What XML needs escaped, as xml_escape writes it (everything else goes out as UTF-8):
 # (text, entity), `&` first. `>` only after `]]`, where text may not have it.
 _ESCAPES = (("&", "&amp;"), ("<", "&lt;"), ('"', "&quot;"), ("]]>", "]]&gt;"))
@@ -39,18 +46,44 @@ def clean_text(raw: bytes) -> str:
         raise UsageError("input is binary (it contains NUL bytes); nothing was sent")
     text = raw.decode("utf-8", errors="replace").removeprefix("\ufeff")
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    removed = len(_XML_ILLEGAL.findall(text))
+    text, removed = without_illegal(text)
     if removed:
         log.info("removed %d control character(s) XML cannot carry", removed)
-        text = _XML_ILLEGAL.sub("", text)
     if not text.strip():
         raise UsageError("the message is empty; nothing was sent")
     return text.rstrip("\n")
 
 
+def without_illegal(text: str) -> tuple[str, int]:
+    """`text` without the characters XML cannot carry, and how many there were."""
+    if len(text) <= _TRANSLATE_MAX:
+        cleaned = text.translate(_DELETE_ILLEGAL)
+    else:
+        import re
+
+        cleaned = re.sub(f"[{re.escape(XML_ILLEGAL)}]", "", text)
+    return cleaned, len(text) - len(cleaned)
+
+
 def clean_line(value: str) -> str:
     """A subject is one line of legal XML characters."""
-    return " ".join(_XML_ILLEGAL.sub("", value).split())
+    return " ".join(without_illegal(value)[0].split())
+
+
+def one_line(value: str) -> str:
+    """A header value: control characters (newlines included) become spaces."""
+    return value.translate(_CONTROL_TO_SPACE)
+
+
+def has_control(value: str) -> bool:
+    """Whether a header value holds a control character (a newline would forge a field)."""
+    return not _CONTROL_SET.isdisjoint(value)
+
+
+def is_decimal(value: str, most: int) -> bool:
+    """1 to `most` ASCII digits: no sign, space, underscore or other script's digits, all
+    of which int() would take."""
+    return 0 < len(value) <= most and value.isascii() and value.isdigit()
 
 
 def xml_escape(text: str) -> str:

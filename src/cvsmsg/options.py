@@ -11,8 +11,6 @@ a missing argument) it returns None and click parses and reports instead.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from cvsmsg.config import MESSAGE_TYPES, MIN_TIMEOUT
 from cvsmsg.record import Record, replace
 
@@ -38,6 +36,14 @@ def seconds(text: str) -> float:
     if not value >= MIN_TIMEOUT:  # `not >=` also refuses nan
         raise ValueError(f"{text} is less than the minimum of {MIN_TIMEOUT:g} seconds")
     return value
+
+
+def file_name(text: str) -> str:
+    """A --config or --file value: a path, kept as text (pathlib is not imported on the
+    hand-off's path: see paths.py)."""
+    if not text:
+        raise ValueError("an empty path")
+    return text
 
 
 def whole_number(text: str) -> int:
@@ -109,7 +115,7 @@ class Command(Record):
 
 
 CONFIG = Option(
-    ("--config",), "config_path", convert=Path, metavar="PATH",
+    ("--config",), "config_path", convert=file_name, metavar="PATH",
     help="Config file (default: $CVSMSG_CONFIG, ~/.config/cvsmsg/config.toml, "
          "/etc/cvsmsg/config.toml).",
 )
@@ -122,7 +128,7 @@ VERBOSE = Option(("-v", "--verbose"), "verbose", COUNT,
                  help="Say more: where the time went (twice: each phase).")
 DEBUG = Option(("--debug",), "debug", FLAG,
                help="Show the XML stream (password and SASL redacted) and tracebacks.")
-FILE = Option(("--file",), "file", convert=Path, metavar="PATH",
+FILE = Option(("--file",), "file", convert=file_name, metavar="PATH",
               help="Read the message from PATH instead of stdin.")
 SUBJECT = Option(("--subject",), "subject", metavar="TEXT",
                  help="Message subject (default: config 'subject' or 'CVS Watch Alarm').")

@@ -4,7 +4,6 @@ path; invalid values become failed Outcomes, never a reason to drop the valid on
 from __future__ import annotations
 
 import contextlib
-import re
 import stringprep
 import unicodedata
 from collections.abc import Iterable
@@ -12,11 +11,24 @@ from collections.abc import Iterable
 from cvsmsg.errors import RecipientError
 from cvsmsg.report import Outcome
 
-_UNSAFE = re.compile(r"[\s\"&'<>]")
+# Besides whitespace, what no address may hold (XML's specials). Sets, not regexes: `re`
+# (and the `enum` it needs) costs every background hand-off ~4 ms to import.
+_UNSAFE = frozenset("\"&'<>")
 # What a domain label may not hold once prepared (slixmpp's ILLEGAL_CHARS: ASCII other than
 # letters, digits and '-', controls included).
-_DOMAIN_ILLEGAL = re.compile(r"[\x00-\x2c\x2e\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]")
+_DOMAIN_ILLEGAL = frozenset(map(chr, (*range(0x2d), 0x2e, 0x2f, *range(0x3a, 0x41),
+                                      *range(0x5b, 0x61), *range(0x7b, 0x80))))
+# A label made of these alone is its own nameprep (lower-cased) and IDNA form.
+_HOST_NAME = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+_MAX_LABEL = 63  # RFC 1035 2.3.4, which IDNA's ToASCII enforces
 _MAX_PART = 1023  # RFC 7622 §3.1: each part at most 1023 octets
+
+
+def unsafe(text: str, also: str = "") -> bool:
+    """Whether `text` holds whitespace (what re's \\s matches: str.split's), one of XML's
+    specials, or a character of `also`: never part of an address."""
+    return (text.split() != [text] or not _UNSAFE.isdisjoint(text)
+            or any(c in text for c in also))
 
 
 def _strip_ignorable(text: str) -> str:
@@ -55,7 +67,6 @@ def _domainprep(domain: str) -> str:
     # _socket's own functions: socket.py adds enums and selectors (~2.5 ms), not needed
     # for two address checks on the background hand-off's path
     import _socket
-    from encodings import idna
 
     with contextlib.suppress(OSError):
         _socket.inet_aton(domain)
@@ -68,6 +79,12 @@ def _domainprep(domain: str) -> str:
         return domain.lower()
     labels = []
     for label in domain.rstrip(".").split("."):
+        if (0 < len(label) <= _MAX_LABEL and _HOST_NAME.issuperset(label)
+                and label[:4].lower() != "xn--"):
+            labels.append(_checked_label(label.lower()))  # nameprep and ToASCII agree
+            continue
+        from encodings import idna  # imports re: only for other labels
+
         try:
             label = idna.nameprep(label)
             idna.ToASCII(label)  # length and the rest of IDNA2003's rules
@@ -75,10 +92,15 @@ def _domainprep(domain: str) -> str:
                 label = idna.ToUnicode(label)
         except UnicodeError as exc:
             raise ValueError(f"label {label!r}: {exc}") from None
-        if not label or _DOMAIN_ILLEGAL.search(label) or "-" in (label[0], label[-1]):
-            raise ValueError(f"label {label!r} is not a host name")
-        labels.append(label)
+        labels.append(_checked_label(label))
     return ".".join(labels)
+
+
+def _checked_label(label: str) -> str:
+    """A prepared label slixmpp would accept, else ValueError."""
+    if not label or not _DOMAIN_ILLEGAL.isdisjoint(label) or "-" in (label[0], label[-1]):
+        raise ValueError(f"label {label!r} is not a host name")
+    return label
 
 
 def normalize_recipient(value: str, default_domain: str | None) -> str:
@@ -96,7 +118,7 @@ def normalize_recipient(value: str, default_domain: str | None) -> str:
     if not address:
         raise RecipientError("empty recipient address (check CVSROOT/users)")
     shown = repr(address)  # never a raw control character on a terminal
-    if _UNSAFE.search(address) or address.count("@") > 1:
+    if unsafe(address) or address.count("@") > 1:
         raise RecipientError(f"invalid recipient address {shown}")
     if address.lower() == "xmpp":
         # `alice:xmpp:alice@example.org` in CVSROOT/users: CVS cut the value at the ':'.

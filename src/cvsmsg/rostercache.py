@@ -11,8 +11,8 @@ writer), one file per bot JID and server. Any problem with it means: fetch the w
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Mapping
-from pathlib import Path
 
 from cvsmsg.paths import config_cache_dir
 from cvsmsg.tomlcache import _read_cache, _write_cache
@@ -22,20 +22,20 @@ CACHE_VERSION = 1
 Item = tuple[bool, bool, bool, str, list[str]]
 
 
-def cache_file(jid: str, server: str, env: Mapping[str, str]) -> Path | None:
+def cache_file(jid: str, server: str, env: Mapping[str, str]) -> str | None:
     """Where this user keeps the roster of `jid` on `server`; None without a home."""
     base = config_cache_dir(env)
     if base is None:
         return None
     digest = hashlib.sha256(f"{jid}\0{server}".encode()).hexdigest()[:32]
-    return base / f"roster-{digest}.marshal"
+    return os.path.join(base, f"roster-{digest}.marshal")
 
 
 def _identity(jid: str, server: str) -> tuple[int | str, ...]:
     return (CACHE_VERSION, "roster", jid, server)
 
 
-def load(path: Path, jid: str, server: str) -> tuple[str, dict[str, Item]] | None:
+def load(path: str, jid: str, server: str) -> tuple[str, dict[str, Item]] | None:
     """(version, items) cached for `jid` on `server`, or None."""
     data = _read_cache(path, _identity(jid, server))
     if data is None:
@@ -46,6 +46,6 @@ def load(path: Path, jid: str, server: str) -> tuple[str, dict[str, Item]] | Non
     return version, items
 
 
-def save(path: Path, jid: str, server: str, version: str, items: dict[str, Item]) -> None:
+def save(path: str, jid: str, server: str, version: str, items: dict[str, Item]) -> None:
     """Keep `items` at `version` for the next run (atomically; errors ignored)."""
     _write_cache(path, _identity(jid, server), {"version": version, "items": items})

@@ -59,17 +59,16 @@ import contextlib
 import errno
 import fcntl
 import os
-import re
 import stat
 import time
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
 
+from cvsmsg import procs
 from cvsmsg.config import DEFAULT_SUBJECT, MESSAGE_TYPES
 from cvsmsg.errors import CvsmsgError, SpoolError
 from cvsmsg.inputs import MAX_INPUT_BYTES
 from cvsmsg.logs import get_logger
-from cvsmsg.message import clean_line, clean_text
+from cvsmsg.message import clean_line, clean_text, has_control, is_decimal, one_line
 from cvsmsg.paths import (
     ANNOUNCE_STAMP,
     BAD_SUFFIX,
@@ -85,6 +84,12 @@ from cvsmsg.paths import (
 from cvsmsg.paths import MESSAGE_SUFFIX as SUFFIX
 from cvsmsg.recipients import normalize_recipient
 from cvsmsg.record import Record, replace
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    StrPath = str | os.PathLike[str]
 
 TYPE_CHECKING = False  # no `typing` at run time: the hand-off must start fast
 if TYPE_CHECKING:
@@ -111,9 +116,6 @@ MAX_FUTURE_SECONDS = 86400.0  # a time further ahead is a wrong clock: taken as 
 MAX_ATTEMPTS = 1_000_000
 
 _SAFE = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # nonblock: a planted FIFO never hangs us
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
-_DIGITS = re.compile("[0-9]{1,20}")
-_PROCESS = re.compile("[0-9]{1,10}:[0-9]{1,20}")
 _FIELDS = ("recipient", "user", "time", "subject", "type", "attempts", "reason",
            "last-attempt", "refused", "sent", "room", "cvs-process")
 
@@ -127,8 +129,8 @@ class _NotOwner(Exception):
 
 
 def resolve_spool_dir(
-    configured: Path | None, env: Mapping[str, str], system: Path = SYSTEM_SPOOL_DIR
-) -> tuple[Path, bool, str | None]:
+    configured: str | None, env: Mapping[str, str], system: str = SYSTEM_SPOOL_DIR
+) -> tuple[str, bool, str | None]:
     """(directory, shared, warning): the configured one, else the system one if we can
     write it, else a private per-user directory (with a warning when the system one
     exists but is not ours to write: the admin forgot to put us in its group)."""
@@ -138,7 +140,7 @@ def resolve_spool_dir(
         return system, True, None
     fallback = user_spool_dir(env)
     warning = None
-    if system.exists():
+    if os.path.exists(system):
         warning = (
             f"spool {system} is not writable by you: using {fallback} "
             "(ask the admin to add you to its group)"
@@ -146,10 +148,11 @@ def resolve_spool_dir(
     return fallback, False, warning
 
 
-def _usable(path: Path) -> bool:
-    if path.is_dir():
+def _usable(path: str) -> bool:
+    if os.path.isdir(path):
         return os.access(path, os.W_OK | os.X_OK)
-    return not path.exists() and os.access(path.parent, os.W_OK | os.X_OK)
+    return not os.path.exists(path) and os.access(os.path.dirname(path) or ".",
+                                                 os.W_OK | os.X_OK)
 
 
 def new_id(now_ns: int | None = None) -> str:
@@ -167,11 +170,6 @@ def _to_ns(seconds: float) -> int:
             if n / 1e9 == seconds:
                 return n
     return guess
-
-
-def _one_line(value: str) -> str:
-    """A header value: control characters (newlines included) become spaces."""
-    return _CONTROL.sub(" ", value)
 
 
 class Entry(Record):
@@ -200,14 +198,14 @@ class Entry(Record):
     def to_bytes(self) -> bytes:
         """The spool file format (see the module docstring)."""
         lines = [
-            MAGIC.decode(), f"recipient: {_one_line(self.recipient)}",
-            f"user: {_one_line(self.cvs_user)}", f"time: {_to_ns(self.created)}",
-            f"subject: {_one_line(self.subject)}", f"type: {_one_line(self.type)}",
+            MAGIC.decode(), f"recipient: {one_line(self.recipient)}",
+            f"user: {one_line(self.cvs_user)}", f"time: {_to_ns(self.created)}",
+            f"subject: {one_line(self.subject)}", f"type: {one_line(self.type)}",
         ]
         if self.attempts:
             lines.append(f"attempts: {self.attempts}")
         if self.reason:
-            lines.append(f"reason: {_one_line(self.reason)}")
+            lines.append(f"reason: {one_line(self.reason)}")
         if self.last_attempt is not None:
             lines.append(f"last-attempt: {_to_ns(self.last_attempt)}")
         if self.refused:
@@ -250,7 +248,7 @@ def parse_message(entry_id: str, raw: bytes, defaults: Defaults, now: float) -> 
             raise BadMessage(f"bad header line {text[:60]!r}")
         if name in fields:
             raise BadMessage(f"header {name!r} given twice")
-        if _CONTROL.search(value):
+        if has_control(value):
             raise BadMessage(f"control character in header {name!r}")
         fields[name] = value
     for name in ("recipient", "time"):
@@ -271,7 +269,7 @@ def parse_message(entry_id: str, raw: bytes, defaults: Defaults, now: float) -> 
     counts = {}
     for name in ("attempts", "refused", "sent"):
         value = fields.get(name, "0")
-        if not _DIGITS.fullmatch(value) or int(value) > MAX_ATTEMPTS * (
+        if not is_decimal(value, 20) or int(value) > MAX_ATTEMPTS * (
             MAX_INPUT_BYTES if name == "sent" else 1
         ):
             raise BadMessage(f"bad {name} {value[:40]!r}")
@@ -288,7 +286,7 @@ def parse_message(entry_id: str, raw: bytes, defaults: Defaults, now: float) -> 
     if fields.get("room", "1") != "1":
         raise BadMessage(f"bad room {fields['room'][:40]!r}")
     dropper = fields.get("cvs-process", "")
-    if dropper and not _PROCESS.fullmatch(dropper):
+    if dropper and procs.parse_key(dropper) is None:
         raise BadMessage(f"bad cvs-process {dropper[:40]!r}")
     return Entry(
         entry_id, recipient, subject, text, mtype, fields.get("user", ""), created,
@@ -300,7 +298,7 @@ def parse_message(entry_id: str, raw: bytes, defaults: Defaults, now: float) -> 
 def _time(entry_id: str, value: str, name: str, now: float) -> float:
     """Nanoseconds → seconds: 1-20 digits (no NaN, inf or sign); a time more than a day
     ahead is a wrong clock and is taken as now (with a log line)."""
-    if not _DIGITS.fullmatch(value):
+    if not is_decimal(value, 20):
         raise BadMessage(f"bad {name} {value[:40]!r}")
     seconds = int(value) / 1e9
     if seconds > now + MAX_FUTURE_SECONDS:
@@ -310,7 +308,7 @@ def _time(entry_id: str, value: str, name: str, now: float) -> float:
     return seconds
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: StrPath) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         os.fsync(fd)
@@ -318,14 +316,14 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _refuse_link(path: Path, exc: OSError) -> SpoolError:
+def _refuse_link(path: StrPath, exc: OSError) -> SpoolError:
     if exc.errno == errno.ELOOP:
         return SpoolError(f"{path} is a symbolic link: refusing to follow it "
                           "(someone planted it in the spool: remove it)")
     return SpoolError(f"cannot open {path}: {exc.strerror or exc}")
 
 
-def _check_opened(fd: int, path: Path, *, fifo: bool = False) -> os.stat_result:
+def _check_opened(fd: int, path: StrPath, *, fifo: bool = False) -> os.stat_result:
     """What we opened must be what we expect: a regular file with one link (not a hard
     link to someone's file) or a FIFO. Our own files get FILE_MODE (group members share
     them whatever our umask). Closes `fd` and raises SpoolError otherwise."""
@@ -342,7 +340,7 @@ def _check_opened(fd: int, path: Path, *, fifo: bool = False) -> os.stat_result:
     return st
 
 
-def open_shared(path: Path, flags: int, *, create: bool = True, fifo: bool = False) -> int:
+def open_shared(path: StrPath, flags: int, *, create: bool = True, fifo: bool = False) -> int:
     """Open a file of the shared spool without following links: an existing one as it is
     (no O_CREAT: protected_regular would refuse another user's file), a missing one
     created with O_EXCL; then fstat-checked (see _check_opened). Blocking mode restored."""
@@ -367,7 +365,7 @@ def open_shared(path: Path, flags: int, *, create: bool = True, fifo: bool = Fal
     raise SpoolError(f"cannot open {path}: it keeps appearing and disappearing")
 
 
-def open_log_file(path: Path) -> int:
+def open_log_file(path: StrPath) -> int:
     """An append-only fd on a log file in the spool (deliver.log), opened like every spool
     file: never through a link, only a regular file with one link. Raises SpoolError."""
     return open_shared(path, os.O_WRONLY | os.O_APPEND)
@@ -458,13 +456,12 @@ class Spool:
     config: reading validates recipients with the first and fills in the other two where a
     file (cvsmsg-drop's) leaves them out. `clock` is injectable for tests of ageing."""
 
-    def __init__(self, path: Path, *, shared: bool = True,
+    def __init__(self, path: StrPath, *, shared: bool = True,
                  clock: Callable[[], float] = time.time, default_domain: str | None = None,
                  subject: str = DEFAULT_SUBJECT, message_type: str = "normal",
                  group: str | None = None, root_needs_group: bool = False,
                  own_jid: str | None = None) -> None:
-        self.path = path
-        self._dir = os.fspath(path)
+        self.directory = self._dir = os.fspath(path)
         self.shared = shared
         # A shared spool we create gets `group` (the config's spool_group); without one, a
         # root run with `root_needs_group` refuses to create it (see _create).
@@ -481,18 +478,18 @@ class Spool:
         """Create the directory on first use (setgid, sticky and group-writable when
         shared); raise SpoolError when it is not a real directory we can write."""
         try:
-            st = os.lstat(self.path)
+            st = os.lstat(self._dir)
         except FileNotFoundError:
             st = self._create()
         except OSError as exc:
-            raise SpoolError(f"cannot use spool directory {self.path}: "
+            raise SpoolError(f"cannot use spool directory {self._dir}: "
                              f"{exc.strerror or exc}") from None
         if not stat.S_ISDIR(st.st_mode):
-            raise SpoolError(f"spool {self.path} is not a directory (a symbolic link or a "
+            raise SpoolError(f"spool {self._dir} is not a directory (a symbolic link or a "
                              "file): refusing to use it")
-        if not os.access(self.path, os.W_OK | os.X_OK):
+        if not os.access(self._dir, os.W_OK | os.X_OK):
             raise SpoolError(
-                f"spool directory {self.path} is not writable by you "
+                f"spool directory {self._dir} is not writable by you "
                 "(the admin should make it group-writable for the CVS group: see README)"
             )
         return self
@@ -502,10 +499,10 @@ class Spool:
         self.check_creatable()
         gid = group_id(self.group) if self.shared and self.group else None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(os.path.dirname(self._dir) or ".", exist_ok=True)
             try:
-                os.mkdir(self.path, mode)
-                fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                os.mkdir(self._dir, mode)
+                fd = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
                              | os.O_CLOEXEC)
                 try:
                     if os.fstat(fd).st_uid == os.geteuid():
@@ -516,10 +513,10 @@ class Spool:
                     os.close(fd)
             except FileExistsError:
                 pass  # another run made it first
-            return os.lstat(self.path)
+            return os.lstat(self._dir)
         except OSError as exc:
             raise SpoolError(
-                f"cannot create spool directory {self.path}: {exc.strerror or exc}"
+                f"cannot create spool directory {self._dir}: {exc.strerror or exc}"
             ) from None
 
     def check_creatable(self) -> None:
@@ -527,8 +524,8 @@ class Spool:
         root run without spool_group would give it root's group, which locks every CVS
         user out. Called before a run sends anything, so it fails whole (exit 3)."""
         if (self.shared and self.root_needs_group and not self.group and os.geteuid() == 0
-                and not os.path.lexists(self.path)):
-            raise SpoolError(root_create_refusal(self.path))
+                and not os.path.lexists(self._dir)):
+            raise SpoolError(root_create_refusal(self._dir))
 
     def _give_group(self, fd: int, gid: int) -> None:
         """chgrp the directory we just made to spool_group; never leave it with another."""
@@ -536,32 +533,40 @@ class Spool:
             os.fchown(fd, -1, gid)
         except OSError as exc:
             with contextlib.suppress(OSError):
-                os.rmdir(self.path)
-            raise SpoolError(f"cannot give spool directory {self.path} the group "
+                os.rmdir(self._dir)
+            raise SpoolError(f"cannot give spool directory {self._dir} the group "
                              f"{self.group}: {exc.strerror or exc} (you must be a member "
                              "of spool_group)") from None
 
     def exists(self) -> bool:
         """True when the spool is a real directory (a link in its place is not)."""
         try:
-            return stat.S_ISDIR(os.lstat(self.path).st_mode)
+            return stat.S_ISDIR(os.lstat(self._dir).st_mode)
         except OSError:
             return False
 
+    @property
+    def path(self) -> Path:
+        """The directory as a Path, for the commands that show or glob it (pathlib is not
+        imported on the hand-off's path: see paths.py)."""
+        from pathlib import Path
+
+        return Path(self._dir)
+
     def file_of(self, entry_id: str) -> Path:
+        """A message's file as a Path, for tests and the commands that show it."""
         return self.path / f"{entry_id}{SUFFIX}"
 
     def name_of(self, entry_id: str) -> str:
-        """`file_of` as a plain string, for what runs once per message (add, read, claim,
-        rewrite, remove): in Python 3.11 every Path interns its parts, and a unique name
-        per message made serve's interned-string table grow by ~0.5-0.9 MB after its
-        first thousand deliveries."""
+        """A message's file name, a plain string: in Python 3.11 every Path interns its
+        parts, and a unique name per message made serve's interned-string table grow by
+        ~0.5-0.9 MB after its first thousand deliveries."""
         return f"{self._dir}/{entry_id}{SUFFIX}"
 
     def sync(self) -> None:
         """Make creations, renames and removals in the directory durable."""
         with contextlib.suppress(FileNotFoundError):
-            _fsync_dir(self.path)
+            _fsync_dir(self._dir)
 
     # -- messages ------------------------------------------------------------------------
 
@@ -576,8 +581,8 @@ class Spool:
         ns = _to_ns(self.clock() if created is None else created)
         now = ns / 1e9
         entry = Entry(
-            new_id(ns), _one_line(recipient), clean_line(subject), body, _one_line(mtype),
-            _one_line(cvs_user), now, attempts, _one_line(reason), now if attempts else None,
+            new_id(ns), one_line(recipient), clean_line(subject), body, one_line(mtype),
+            one_line(cvs_user), now, attempts, one_line(reason), now if attempts else None,
             refused, sent, room, dropper,
         )
         return self._write_new(entry)
@@ -591,7 +596,7 @@ class Spool:
             except FileExistsError:
                 continue  # the same microsecond and random suffix: pick another id
             return entry
-        raise SpoolError(f"cannot find a free message name in {self.path}")
+        raise SpoolError(f"cannot find a free message name in {self._dir}")
 
     def _write(self, entry: Entry, *, replace_existing: bool) -> None:
         """Temp file in the same directory (O_EXCL), fsync, then link (new: never clobbers)
@@ -633,7 +638,7 @@ class Spool:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise SpoolError(
-                f"cannot write to spool directory {self.path}: {exc.strerror or exc}"
+                f"cannot write to spool directory {self._dir}: {exc.strerror or exc}"
             ) from None
         self.sync()
 
@@ -647,11 +652,11 @@ class Spool:
         """IDs of the queued messages, oldest first (emptied, i.e. delivered, ones left
         out and reaped where we may)."""
         try:
-            it = os.scandir(self.path)
+            it = os.scandir(self._dir)
         except FileNotFoundError:
             return []
         except OSError as exc:
-            raise SpoolError(f"cannot read spool directory {self.path}: {exc.strerror}") from None
+            raise SpoolError(f"cannot read spool directory {self._dir}: {exc.strerror}") from None
         found = []
         with it:
             for item in it:
@@ -684,7 +689,7 @@ class Spool:
         left unfinished for STALE_TMP_SECONDS (its writer was killed) is removed. What is
         not a regular file is left to `read`, which sets it aside."""
         if stat.S_ISREG(st.st_mode):
-            fd = _open_regular(Path(path))
+            fd = _open_regular(path)
             if fd is None:
                 return True
             try:
@@ -753,8 +758,8 @@ class Spool:
 
     def _quarantine(self, entry_id: str, why: str, *, quiet: bool = False) -> None:
         """Rename ID.msg to ID.bad (rename never follows a link) with one log line."""
-        path = self.file_of(entry_id)
-        bad = path.with_suffix(BAD_SUFFIX)
+        path = self.name_of(entry_id)
+        bad = path.removesuffix(SUFFIX) + BAD_SUFFIX
         try:
             os.rename(path, bad)
             if quiet:
@@ -767,7 +772,8 @@ class Spool:
                             "skipped", path, why, exc.strerror or exc)
             self._stuck.add(entry_id)
             return
-        log.warning("spool file %s is invalid (%s): renamed to %s", path, why, bad.name)
+        log.warning("spool file %s is invalid (%s): renamed to %s", path, why,
+                    os.path.basename(bad))
 
     def claim(self, entry_id: str) -> Claim | None:
         """Lock one message for delivery; None if it is gone, invalid, or another run
@@ -816,7 +822,7 @@ class Spool:
     def remove_stale_temp(self, max_age: float = STALE_TMP_SECONDS) -> None:
         """Temp files a killed writer left behind (never linked, so never a message)."""
         now = time.time()
-        with contextlib.suppress(OSError), os.scandir(self.path) as it:
+        with contextlib.suppress(OSError), os.scandir(self._dir) as it:
             for item in it:
                 if item.name.startswith(TMP_PREFIX):
                     with contextlib.suppress(OSError):
@@ -826,12 +832,12 @@ class Spool:
     def open_log(self) -> int:
         """An append-only fd on SPOOL/deliver.log (see open_log_file). Raises SpoolError."""
         self.ensure()
-        return open_log_file(self.path / DELIVER_LOG)
+        return open_log_file(os.path.join(self._dir, DELIVER_LOG))
 
     # -- locks and wake-ups --------------------------------------------------------------
 
-    def _lock_file(self, name: str) -> Path:
-        return self.path / lock_name(name)
+    def _lock_file(self, name: str) -> str:
+        return os.path.join(self._dir, lock_name(name))
 
     def try_lock(self, name: str) -> int | None:
         """An fd holding an exclusive lock on `name`.lock, or None if someone holds it."""
@@ -911,12 +917,12 @@ class Spool:
     def wake(self) -> None:
         """Tell a waiting drainer (deliverer or serve) to look now; nobody listening is fine."""
         try:
-            fd = os.open(self.path / WAKE_FIFO, os.O_WRONLY | _SAFE)
+            fd = os.open(os.path.join(self._dir, WAKE_FIFO), os.O_WRONLY | _SAFE)
         except OSError:
             return  # no FIFO, a link (ELOOP) or no reader (ENXIO): nobody waits
         try:
             if not stat.S_ISFIFO(os.fstat(fd).st_mode):
-                log.debug("%s is not a FIFO: not writing to it", self.path / WAKE_FIFO)
+                log.debug("%s is not a FIFO: not writing to it", os.path.join(self._dir, WAKE_FIFO))
                 return
             os.write(fd, b"!")
         except OSError as exc:
@@ -928,7 +934,7 @@ class Spool:
     def open_wake_fifo(self) -> tuple[int, int]:
         """(reader, keeper) fds of the wake FIFO; the keeper is a writer we hold so the
         reader never sees end-of-file when the last notify closes its end."""
-        path = self.path / WAKE_FIFO
+        path = os.path.join(self._dir, WAKE_FIFO)
         try:
             os.mkfifo(path, FILE_MODE)  # never follows a link: EEXIST
         except FileExistsError:
@@ -958,7 +964,7 @@ class Spool:
 
     def _open_stamp(self) -> tuple[int, bool]:
         """(fd, created): SPOOL/announce opened read-write without following links."""
-        path = self.path / ANNOUNCE_STAMP
+        path = os.path.join(self._dir, ANNOUNCE_STAMP)
         try:
             fd, created = os.open(path, os.O_RDWR | _SAFE), False
         except FileNotFoundError:
@@ -981,7 +987,7 @@ class Spool:
 
     def last_announce(self) -> float | None:
         """When a run last announced (the stamp's mtime), None if never (for display)."""
-        fd = _open_regular(self.path / ANNOUNCE_STAMP)
+        fd = _open_regular(os.path.join(self._dir, ANNOUNCE_STAMP))
         if fd is None:
             return None
         try:
@@ -1015,7 +1021,7 @@ def group_id(name: str) -> int:
         raise SpoolError(f"spool_group {name!r} is not a group on this machine") from None
 
 
-def root_create_refusal(path: Path) -> str:
+def root_create_refusal(path: StrPath) -> str:
     """Why a root run without spool_group does not create the shared spool, and the
     command that does it right."""
     return (f"spool directory {path} does not exist and root would create it with its own "
@@ -1023,7 +1029,7 @@ def root_create_refusal(path: Path) -> str:
             f"install -d -m 3770 -o root -g GROUP {path}")
 
 
-def _open_regular(path: Path) -> int | None:
+def _open_regular(path: StrPath) -> int | None:
     """A read-only fd on `path` if it is a regular file (never through a link), else None:
     for looking (a pid, a probe, a stamp), never for writing."""
     try:
