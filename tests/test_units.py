@@ -318,3 +318,66 @@ def test_redaction_leaves_our_own_messages_alone():
                                "error: authentication failed: wrong JID or password", None, None)
     RedactingFilter(["wrong"]).filter(record)
     assert record.getMessage() == "error: authentication failed: wrong JID or password"
+
+
+# -- str methods where the hand-off used regexes (re costs it ~4 ms to import) --------------
+
+_NOTICE_SPEC = r"^(?P<path>.+)\n---\nTriggered (?P<kind>.+?) watch on (?P<repo>.+)\nBy (?P<by>\S+)"
+
+
+def test_parse_notify_agrees_with_the_regex_it_replaces():
+    import random
+    import re
+
+    from cvsmsg.cvs import WatchNotice, parse_notify
+
+    spec = re.compile(_NOTICE_SPEC, re.MULTILINE)
+    pieces = ["a", " ", "\n", "---", "Triggered ", " watch on ", "By ", "\r", "\t", "\u2028",
+              "\x1c", "é", "watch", "---\n"]
+    starts = ["", "p f\n---\nTriggered ", "d f\n---\n", "x\n---\nTriggered edit watch on /r\nBy "]
+    rng = random.Random(11)
+    matched = 0
+    for _ in range(20000):
+        text = rng.choice(starts) + "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        m = spec.match(text)
+        want = None if m is None else WatchNotice(m["path"], m["kind"], m["repo"], m["by"])
+        assert parse_notify(text) == want, repr(text)
+        matched += want is not None
+    assert matched > 500  # the comparison covered real notices, not only refusals
+
+
+def test_plain_host_name_labels_skip_idna_with_the_same_result():
+    import random
+
+    from cvsmsg import recipients
+
+    def with_idna(label: str) -> str:
+        from encodings import idna
+
+        label = idna.nameprep(label)
+        idna.ToASCII(label)
+        return recipients._checked_label(label)
+
+    rng = random.Random(5)
+    for _ in range(5000):
+        label = "".join(rng.choice("aZ0-9x") for _ in range(rng.choice([1, 2, 5, 63, 64])))
+        try:
+            want: str | None = with_idna(label)
+        except (ValueError, UnicodeError):
+            want = None
+        try:
+            got: str | None = recipients._domainprep(label)
+        except ValueError:
+            got = None
+        assert got == want, label
+
+
+@pytest.mark.parametrize("copies", [1, 3], ids=["translate", "regex"])
+def test_removing_what_xml_cannot_carry_either_way(copies):
+    import re
+
+    from cvsmsg.message import without_illegal
+
+    every = "".join(chr(c) for c in range(0x10000) if not 0xD800 <= c < 0xE000) * copies
+    spec = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+    assert without_illegal(every) == (spec.sub("", every), len(spec.findall(every)))
