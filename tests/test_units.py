@@ -190,6 +190,27 @@ def test_a_long_body_goes_as_cdata_only_when_no_larger():
     assert cdata_section("a]]>b") == "<![CDATA[a]]]]><![CDATA[>b]]>"
 
 
+def _sent_size(body: str) -> int:
+    """Bytes a body takes in the stanza as it is sent (as_body: CDATA or escaped text)."""
+    body = as_body(body)
+    return len(cdata_section(body).encode()) if type(body) is CData else wire_size(body)
+
+
+@pytest.mark.parametrize(("text", "count"), [
+    ("a.txt <tag> & 'q' \"dq\" 0123456789\n" * 30000, 4),  # 1.02 MB; escaped 1.53: 6
+    (("<" * 3000 + "\n") * 300, 4),  # 900 KB, 3.6 MB escaped: CDATA's 4, not 14
+    ("x]]>y<\n" * 150000, 8),  # ]]> inside: counted escaped (1.95 MB), as before
+    ("é" * 600000, 5),  # 1.2 MB of UTF-8, nothing to escape
+])
+def test_long_parts_are_counted_as_they_go_cdata_or_text(text, count):
+    limit = 262144
+    parts = split_message("S", text, limit, 10)
+    assert "".join(p.body for p in parts) == text
+    assert len(parts) == count
+    assert all(_sent_size(p.body) + wire_size(p.subject) + STANZA_OVERHEAD <= limit
+               for p in parts)
+
+
 def test_small_message_is_one_part():
     assert [(p.subject, p.body) for p in split_message("S", "hi", 262144, 10)] == [("S", "hi")]
 
