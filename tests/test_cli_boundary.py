@@ -339,3 +339,23 @@ def test_verbose_levels_of_a_delivered_run(bot, person):
     assert "cvsmsg: phase: waiting for the server to confirm" in chatty.splitlines()
     assert chatty.endswith(line)
     assert "slixmpp" not in chatty and "Negotiating TLS" not in chatty
+
+
+def test_a_reader_that_stops_early_is_not_an_error(tmp_path):
+    """`cvsmsg queue | head -1`: the rest cannot be printed, and that is no bug to report:
+    exit 141 (128 + SIGPIPE, as shells report a tool killed by it), nothing on stderr."""
+    from cvsmsg.spool import Spool
+
+    spool = Spool(tmp_path / "spool", shared=False).ensure()
+    for i in range(1500):  # ~100 KB of listing: more than a pipe holds
+        spool.add("alice@example.org", "s", f"text {i}")
+    config = tmp_path / "c.toml"
+    config.write_text(f'jid = "bot@example.org"\npassword = "p"\n'
+                      f'spool_dir = "{tmp_path / "spool"}"\n')
+    config.chmod(0o600)
+    proc = subprocess.Popen([*cvsmsg_command(), "queue", "--config", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().split()[:2] == [b"ID", b"RECIPIENT"]
+    proc.stdout.close()
+    assert (proc.wait(30), proc.stderr.read()) == (ExitStatus.PIPE, b"")

@@ -57,6 +57,11 @@ def _main(args: list[str], may_exit: bool) -> int:
     except KeyboardInterrupt:
         log.error("error: interrupted")
         return ExitStatus.INTERRUPTED
+    except BrokenPipeError:
+        # Whoever read our output stopped (`cvsmsg queue | head`): nothing to report, and
+        # nothing more can go there; end quietly, as a tool killed by SIGPIPE does.
+        _detach_stdout()
+        return ExitStatus.PIPE
     except SystemExit as exc:  # sys.exit() in a library: keep its code
         return exc.code if isinstance(exc.code, int) else ExitStatus.INTERNAL
     except Exception as exc:
@@ -70,6 +75,17 @@ def _main(args: list[str], may_exit: bool) -> int:
     if may_exit and args and args[0] in EXIT_WITHOUT_GC:
         exit_without_gc(result)
     return result
+
+
+def _detach_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush of what is still
+    buffered does not fail again ("Exception ignored ... BrokenPipeError")."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 # The commands CVS runs once per file and watcher or directory: a run lasts ~0.1 s and

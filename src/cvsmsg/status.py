@@ -24,6 +24,7 @@ class ExitStatus(int):
     ROOM: ExitStatus  # a room could not be joined (the message is queued for it)
     WITHHELD: ExitStatus  # withheld from at least one recipient (offline/dnd), nothing failed
     INTERRUPTED: ExitStatus  # Ctrl-C (SIGINT), as shells report 128 + 2
+    PIPE: ExitStatus  # our stdout's reader went away (`| head`), as shells report 128 + 13
 
 
 ExitStatus.OK = ExitStatus(0)
@@ -37,3 +38,4 @@ ExitStatus.RECIPIENT = ExitStatus(7)
 ExitStatus.ROOM = ExitStatus(8)
 ExitStatus.WITHHELD = ExitStatus(10)
 ExitStatus.INTERRUPTED = ExitStatus(130)
+ExitStatus.PIPE = ExitStatus(141)
