@@ -44,6 +44,7 @@ Exit codes:
   7   a JID given is invalid
   10  some recipient cannot be presence-gated (no subscription to their presence)
   130 interrupted (Ctrl-C)
+  141 the reader of the output went away (cvsmsg check | head)
 """
 
 
