@@ -402,3 +402,21 @@ def test_removing_what_xml_cannot_carry_either_way(copies):
     every = "".join(chr(c) for c in range(0x10000) if not 0xD800 <= c < 0xE000) * copies
     spec = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
     assert without_illegal(every) == (spec.sub("", every), len(spec.findall(every)))
+
+
+def test_config_paths_keep_dot_dot_as_the_kernel_resolves_it(tmp_path):
+    """A relative path in the config is joined to the config's directory and tidied as
+    pathlib would, but `..` after a symbolic link is left to the kernel (it is not the
+    link's directory)."""
+    from cvsmsg.config import load_config
+
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "elsewhere" / "inner").mkdir(parents=True)
+    (tmp_path / "conf" / "link").symlink_to(tmp_path / "elsewhere" / "inner")
+    write(tmp_path / "conf" / "pw", "wrong\n")
+    write(tmp_path / "elsewhere" / "pw", "right\n")
+    config = write(tmp_path / "conf" / "c.toml",
+                   'jid = "a@x"\npassword_file = "./link/../pw"\n')
+    cfg = load_config(str(config), env={})
+    assert cfg.password == "right"
+    assert cfg.password_source == f"password_file {tmp_path}/conf/link/../pw"

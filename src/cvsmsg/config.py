@@ -439,14 +439,20 @@ def _subscribers(data: Mapping[str, Any], where: str) -> tuple[str, ...] | None:
 
 
 def _resolved(value: str, base: str) -> str:
-    """A path from the config: `~` expanded, relative to the config file's directory,
-    normalised (as a pathlib Path would show it)."""
-    return os.path.normpath(os.path.join(base, os.path.expanduser(value)))
+    """A path from the config: `~` expanded, relative to the config file's directory."""
+    return _tidy(os.path.join(base, os.path.expanduser(value)))
 
 
 def _base(path: str | None) -> str:
     """What relative paths in the config are relative to: its directory, else the cwd."""
-    return os.path.dirname(os.path.abspath(path)) if path else os.getcwd()
+    return os.path.dirname(_tidy(os.path.join(os.getcwd(), path))) if path else os.getcwd()
+
+
+def _tidy(path: str) -> str:
+    """`path` as pathlib shows it: no `.` parts or doubled slashes, but `..` kept (unlike
+    os.path.normpath: through a symbolic link, `link/..` is not the link's directory)."""
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    return ("/" if path.startswith("/") else "") + "/".join(parts) or "."
 
 
 def peek_spool_settings(explicit_path: str | None, env: Mapping[str, str]) -> dict[str, Any]:
