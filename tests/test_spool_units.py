@@ -459,3 +459,11 @@ def test_delivering_a_message_makes_no_path_of_its_name(tmp_path, monkeypatch):
     assert not [s for s in interned if e.id in s or again.id in s]
     spool.file_of(e.id)  # the Path API (for people and tests) still interns: the check works
     assert [s for s in interned if e.id in s] == [f"{e.id}.msg"]
+
+
+def test_a_spool_named_with_a_trailing_slash_is_created_shared(tmp_path):
+    """`/srv/spool/` is the spool itself: created setgid, sticky and group-writable, never
+    by the making of its parent."""
+    spool = Spool(f"{tmp_path}/q/", shared=True).ensure()
+    assert spool.directory == f"{tmp_path}/q"
+    assert stat.S_IMODE((tmp_path / "q").stat().st_mode) == 0o3770

@@ -461,7 +461,8 @@ class Spool:
                  subject: str = DEFAULT_SUBJECT, message_type: str = "normal",
                  group: str | None = None, root_needs_group: bool = False,
                  own_jid: str | None = None) -> None:
-        self.directory = self._dir = os.fspath(path)
+        # "/spool/" would make its parent "/spool" and create the spool with mkdir's modes
+        self.directory = self._dir = os.fspath(path).rstrip("/") or "/"
         self.shared = shared
         # A shared spool we create gets `group` (the config's spool_group); without one, a
         # root run with `root_needs_group` refuses to create it (see _create).
