@@ -85,15 +85,12 @@ from cvsmsg.paths import MESSAGE_SUFFIX as SUFFIX
 from cvsmsg.recipients import normalize_recipient
 from cvsmsg.record import Record, replace
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # no `typing` (nor pathlib) at run time: the hand-off must start fast
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Any
 
     StrPath = str | os.PathLike[str]
-
-TYPE_CHECKING = False  # no `typing` at run time: the hand-off must start fast
-if TYPE_CHECKING:
-    from typing import Any
 
 __all__ = [
     "BAD_SUFFIX", "DELIVER_LOCK", "SERVE_LOCK", "SUFFIX", "SYSTEM_SPOOL_DIR", "TMP_PREFIX",
@@ -462,7 +459,7 @@ class Spool:
                  group: str | None = None, root_needs_group: bool = False,
                  own_jid: str | None = None) -> None:
         # "/spool/" would make its parent "/spool" and create the spool with mkdir's modes
-        self.directory = self._dir = os.fspath(path).rstrip("/") or "/"
+        self.directory = os.fspath(path).rstrip("/") or "/"
         self.shared = shared
         # A shared spool we create gets `group` (the config's spool_group); without one, a
         # root run with `root_needs_group` refuses to create it (see _create).
@@ -479,18 +476,18 @@ class Spool:
         """Create the directory on first use (setgid, sticky and group-writable when
         shared); raise SpoolError when it is not a real directory we can write."""
         try:
-            st = os.lstat(self._dir)
+            st = os.lstat(self.directory)
         except FileNotFoundError:
             st = self._create()
         except OSError as exc:
-            raise SpoolError(f"cannot use spool directory {self._dir}: "
+            raise SpoolError(f"cannot use spool directory {self.directory}: "
                              f"{exc.strerror or exc}") from None
         if not stat.S_ISDIR(st.st_mode):
-            raise SpoolError(f"spool {self._dir} is not a directory (a symbolic link or a "
+            raise SpoolError(f"spool {self.directory} is not a directory (a symbolic link or a "
                              "file): refusing to use it")
-        if not os.access(self._dir, os.W_OK | os.X_OK):
+        if not os.access(self.directory, os.W_OK | os.X_OK):
             raise SpoolError(
-                f"spool directory {self._dir} is not writable by you "
+                f"spool directory {self.directory} is not writable by you "
                 "(the admin should make it group-writable for the CVS group: see README)"
             )
         return self
@@ -500,10 +497,10 @@ class Spool:
         self.check_creatable()
         gid = group_id(self.group) if self.shared and self.group else None
         try:
-            os.makedirs(os.path.dirname(self._dir) or ".", exist_ok=True)
+            os.makedirs(os.path.dirname(self.directory) or ".", exist_ok=True)
             try:
-                os.mkdir(self._dir, mode)
-                fd = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                os.mkdir(self.directory, mode)
+                fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
                              | os.O_CLOEXEC)
                 try:
                     if os.fstat(fd).st_uid == os.geteuid():
@@ -514,10 +511,10 @@ class Spool:
                     os.close(fd)
             except FileExistsError:
                 pass  # another run made it first
-            return os.lstat(self._dir)
+            return os.lstat(self.directory)
         except OSError as exc:
             raise SpoolError(
-                f"cannot create spool directory {self._dir}: {exc.strerror or exc}"
+                f"cannot create spool directory {self.directory}: {exc.strerror or exc}"
             ) from None
 
     def check_creatable(self) -> None:
@@ -525,8 +522,8 @@ class Spool:
         root run without spool_group would give it root's group, which locks every CVS
         user out. Called before a run sends anything, so it fails whole (exit 3)."""
         if (self.shared and self.root_needs_group and not self.group and os.geteuid() == 0
-                and not os.path.lexists(self._dir)):
-            raise SpoolError(root_create_refusal(self._dir))
+                and not os.path.lexists(self.directory)):
+            raise SpoolError(root_create_refusal(self.directory))
 
     def _give_group(self, fd: int, gid: int) -> None:
         """chgrp the directory we just made to spool_group; never leave it with another."""
@@ -534,15 +531,15 @@ class Spool:
             os.fchown(fd, -1, gid)
         except OSError as exc:
             with contextlib.suppress(OSError):
-                os.rmdir(self._dir)
-            raise SpoolError(f"cannot give spool directory {self._dir} the group "
+                os.rmdir(self.directory)
+            raise SpoolError(f"cannot give spool directory {self.directory} the group "
                              f"{self.group}: {exc.strerror or exc} (you must be a member "
                              "of spool_group)") from None
 
     def exists(self) -> bool:
         """True when the spool is a real directory (a link in its place is not)."""
         try:
-            return stat.S_ISDIR(os.lstat(self._dir).st_mode)
+            return stat.S_ISDIR(os.lstat(self.directory).st_mode)
         except OSError:
             return False
 
@@ -552,7 +549,7 @@ class Spool:
         imported on the hand-off's path: see paths.py)."""
         from pathlib import Path
 
-        return Path(self._dir)
+        return Path(self.directory)
 
     def file_of(self, entry_id: str) -> Path:
         """A message's file as a Path, for tests and the commands that show it."""
@@ -562,12 +559,12 @@ class Spool:
         """A message's file name, a plain string: in Python 3.11 every Path interns its
         parts, and a unique name per message made serve's interned-string table grow by
         ~0.5-0.9 MB after its first thousand deliveries."""
-        return f"{self._dir}/{entry_id}{SUFFIX}"
+        return f"{self.directory}/{entry_id}{SUFFIX}"
 
     def sync(self) -> None:
         """Make creations, renames and removals in the directory durable."""
         with contextlib.suppress(FileNotFoundError):
-            _fsync_dir(self._dir)
+            _fsync_dir(self.directory)
 
     # -- messages ------------------------------------------------------------------------
 
@@ -597,12 +594,12 @@ class Spool:
             except FileExistsError:
                 continue  # the same microsecond and random suffix: pick another id
             return entry
-        raise SpoolError(f"cannot find a free message name in {self._dir}")
+        raise SpoolError(f"cannot find a free message name in {self.directory}")
 
     def _write(self, entry: Entry, *, replace_existing: bool) -> None:
         """Temp file in the same directory (O_EXCL), fsync, then link (new: never clobbers)
         or replace (update), then fsync the directory: a reader sees a whole file."""
-        tmp = f"{self._dir}/{TMP_PREFIX}{entry.id}-{os.getpid()}-{os.urandom(4).hex()}"
+        tmp = f"{self.directory}/{TMP_PREFIX}{entry.id}-{os.getpid()}-{os.urandom(4).hex()}"
         final = self.name_of(entry.id)
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
@@ -639,7 +636,7 @@ class Spool:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise SpoolError(
-                f"cannot write to spool directory {self._dir}: {exc.strerror or exc}"
+                f"cannot write to spool directory {self.directory}: {exc.strerror or exc}"
             ) from None
         self.sync()
 
@@ -653,11 +650,12 @@ class Spool:
         """IDs of the queued messages, oldest first (emptied, i.e. delivered, ones left
         out and reaped where we may)."""
         try:
-            it = os.scandir(self._dir)
+            it = os.scandir(self.directory)
         except FileNotFoundError:
             return []
         except OSError as exc:
-            raise SpoolError(f"cannot read spool directory {self._dir}: {exc.strerror}") from None
+            raise SpoolError(f"cannot read spool directory {self.directory}: "
+                             f"{exc.strerror}") from None
         found = []
         with it:
             for item in it:
@@ -823,7 +821,7 @@ class Spool:
     def remove_stale_temp(self, max_age: float = STALE_TMP_SECONDS) -> None:
         """Temp files a killed writer left behind (never linked, so never a message)."""
         now = time.time()
-        with contextlib.suppress(OSError), os.scandir(self._dir) as it:
+        with contextlib.suppress(OSError), os.scandir(self.directory) as it:
             for item in it:
                 if item.name.startswith(TMP_PREFIX):
                     with contextlib.suppress(OSError):
@@ -833,12 +831,12 @@ class Spool:
     def open_log(self) -> int:
         """An append-only fd on SPOOL/deliver.log (see open_log_file). Raises SpoolError."""
         self.ensure()
-        return open_log_file(os.path.join(self._dir, DELIVER_LOG))
+        return open_log_file(os.path.join(self.directory, DELIVER_LOG))
 
     # -- locks and wake-ups --------------------------------------------------------------
 
     def _lock_file(self, name: str) -> str:
-        return os.path.join(self._dir, lock_name(name))
+        return os.path.join(self.directory, lock_name(name))
 
     def try_lock(self, name: str) -> int | None:
         """An fd holding an exclusive lock on `name`.lock, or None if someone holds it."""
@@ -918,12 +916,13 @@ class Spool:
     def wake(self) -> None:
         """Tell a waiting drainer (deliverer or serve) to look now; nobody listening is fine."""
         try:
-            fd = os.open(os.path.join(self._dir, WAKE_FIFO), os.O_WRONLY | _SAFE)
+            fd = os.open(os.path.join(self.directory, WAKE_FIFO), os.O_WRONLY | _SAFE)
         except OSError:
             return  # no FIFO, a link (ELOOP) or no reader (ENXIO): nobody waits
         try:
             if not stat.S_ISFIFO(os.fstat(fd).st_mode):
-                log.debug("%s is not a FIFO: not writing to it", os.path.join(self._dir, WAKE_FIFO))
+                log.debug("%s is not a FIFO: not writing to it",
+                          os.path.join(self.directory, WAKE_FIFO))
                 return
             os.write(fd, b"!")
         except OSError as exc:
@@ -935,7 +934,7 @@ class Spool:
     def open_wake_fifo(self) -> tuple[int, int]:
         """(reader, keeper) fds of the wake FIFO; the keeper is a writer we hold so the
         reader never sees end-of-file when the last notify closes its end."""
-        path = os.path.join(self._dir, WAKE_FIFO)
+        path = os.path.join(self.directory, WAKE_FIFO)
         try:
             os.mkfifo(path, FILE_MODE)  # never follows a link: EEXIST
         except FileExistsError:
@@ -965,7 +964,7 @@ class Spool:
 
     def _open_stamp(self) -> tuple[int, bool]:
         """(fd, created): SPOOL/announce opened read-write without following links."""
-        path = os.path.join(self._dir, ANNOUNCE_STAMP)
+        path = os.path.join(self.directory, ANNOUNCE_STAMP)
         try:
             fd, created = os.open(path, os.O_RDWR | _SAFE), False
         except FileNotFoundError:
@@ -988,7 +987,7 @@ class Spool:
 
     def last_announce(self) -> float | None:
         """When a run last announced (the stamp's mtime), None if never (for display)."""
-        fd = _open_regular(os.path.join(self._dir, ANNOUNCE_STAMP))
+        fd = _open_regular(os.path.join(self.directory, ANNOUNCE_STAMP))
         if fd is None:
             return None
         try:

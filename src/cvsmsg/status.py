@@ -1,41 +1,42 @@
 """Exit codes: defined once, documented in the README, mapped in one place (main.py).
 
-An int subclass with named instances rather than an IntEnum: `enum` (and `re`, which
-needs it) cost the background hand-off ~4 ms to import, and nothing here iterates or
-names the codes.
+Type checkers see an IntEnum; at run time the codes are instances of a plain int subclass:
+`enum` (and `re`, which needs it) cost the background hand-off ~4 ms to import, and
+nothing here iterates over the codes or names them.
 """
 
-from __future__ import annotations
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from enum import IntEnum as _Codes
+else:
+
+    class _Codes(int):
+        """Turns the int attributes of a subclass into instances of it (OK = 0 becomes
+        ExitStatus(0)), so a code is an ExitStatus wherever it goes."""
+
+        __slots__ = ()
+
+        def __init_subclass__(cls) -> None:
+            super().__init_subclass__()
+            for name, value in list(vars(cls).items()):
+                if name.isupper() and type(value) is int:
+                    setattr(cls, name, cls(value))
 
 
-class ExitStatus(int):
+class ExitStatus(_Codes):
     """What `cvsmsg` tells its caller. CVS ignores it; scripts and admins don't."""
 
     __slots__ = ()
 
-    OK: ExitStatus  # delivered to every recipient
-    INTERNAL: ExitStatus  # a bug in cvsmsg; the message says to rerun with --debug
-    USAGE: ExitStatus  # bad command line, unreadable --file, empty message
-    CONFIG: ExitStatus  # missing/invalid config, unreadable or exposed password
-    AUTH: ExitStatus  # the server refused our credentials
-    CONNECT: ExitStatus  # could not connect, TLS failure, no TLS offered
-    TIMEOUT: ExitStatus  # a deadline ran out
-    RECIPIENT: ExitStatus  # invalid recipient, or the server rejected the message
-    ROOM: ExitStatus  # a room could not be joined (the message is queued for it)
-    WITHHELD: ExitStatus  # withheld from at least one recipient (offline/dnd), nothing failed
-    INTERRUPTED: ExitStatus  # Ctrl-C (SIGINT), as shells report 128 + 2
-    PIPE: ExitStatus  # our stdout's reader went away (`| head`), as shells report 128 + 13
-
-
-ExitStatus.OK = ExitStatus(0)
-ExitStatus.INTERNAL = ExitStatus(1)
-ExitStatus.USAGE = ExitStatus(2)
-ExitStatus.CONFIG = ExitStatus(3)
-ExitStatus.AUTH = ExitStatus(4)
-ExitStatus.CONNECT = ExitStatus(5)
-ExitStatus.TIMEOUT = ExitStatus(6)
-ExitStatus.RECIPIENT = ExitStatus(7)
-ExitStatus.ROOM = ExitStatus(8)
-ExitStatus.WITHHELD = ExitStatus(10)
-ExitStatus.INTERRUPTED = ExitStatus(130)
-ExitStatus.PIPE = ExitStatus(141)
+    OK = 0  # delivered to every recipient
+    INTERNAL = 1  # a bug in cvsmsg; the message says to rerun with --debug
+    USAGE = 2  # bad command line, unreadable --file, empty message
+    CONFIG = 3  # missing/invalid config, unreadable or exposed password
+    AUTH = 4  # the server refused our credentials
+    CONNECT = 5  # could not connect, TLS failure, no TLS offered
+    TIMEOUT = 6  # a deadline ran out
+    RECIPIENT = 7  # invalid recipient, or the server rejected the message
+    ROOM = 8  # a room could not be joined (the message is queued for it)
+    WITHHELD = 10  # withheld from at least one recipient (offline/dnd), nothing failed
+    INTERRUPTED = 130  # Ctrl-C (SIGINT), as shells report 128 + 2
+    PIPE = 141  # our stdout's reader went away (`| head`), as shells report 128 + 13
