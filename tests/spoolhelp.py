@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import cvsmsg_command
 
 NOTICE = "proj {name}\n---\nTriggered edit watch on /cvs/proj\nBy bob\n"
@@ -141,3 +143,9 @@ def small_tmpfs(where: Path, size: str = "16k") -> Iterator[Path]:
         yield where
     finally:
         subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+def cvsmsg_log(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What cvsmsg logged: asyncio's "Task was destroyed" about an earlier test's session,
+    collected when the garbage collector gets to it, is not this test's output."""
+    return [r.getMessage() for r in caplog.records if r.name.split(".")[0] == "cvsmsg"]

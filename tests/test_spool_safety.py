@@ -25,7 +25,7 @@ from cvsmsg.spool import (
     Spool,
     open_log_file,
 )
-from tests.spoolhelp import notice
+from tests.spoolhelp import cvsmsg_log, notice
 from tests.test_drop import drop_script
 
 NOW_NS = 1_800_000_000_123_456_789
@@ -169,7 +169,7 @@ def test_invalid_files_are_set_aside_and_the_rest_flows(tmp_path, caplog, conten
     bad.write_bytes(content.encode())
     last = spool.add("a@x", "s", "last")
     assert [e.body for e in spool.entries()] == ["first", "last"]
-    assert caplog.messages == [f"spool file {bad} is invalid ({why}): renamed to {bad.stem}.bad"]
+    assert cvsmsg_log(caplog) == [f"spool file {bad} is invalid ({why}): renamed to {bad.stem}.bad"]
     assert bad.with_suffix(".bad").read_bytes() == content.encode()
     with spool.claim(first.id) as claim:  # claims skip it too
         assert claim is not None
@@ -183,7 +183,7 @@ def test_times_ahead_are_taken_as_now(tmp_path, caplog):
         GOOD_HEAD.replace("1700000000000000000", f"{ahead}000000000") + "\nhi\n")
     [e] = spool.entries()
     assert e.created == 1_700_000_000.0
-    assert caplog.messages == ["spool file 0000000000003-000000: time is 172800 s in the "
+    assert cvsmsg_log(caplog) == ["spool file 0000000000003-000000: time is 172800 s in the "
                                "future: taken as now"]
     with spool.claim(e.id) as claim:  # a rewrite keeps the sane time
         assert claim is not None

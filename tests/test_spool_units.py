@@ -21,6 +21,7 @@ from cvsmsg.spool import (
     resolve_spool_dir,
     user_spool_dir,
 )
+from tests.spoolhelp import cvsmsg_log
 
 
 def entry(recipient: str = "a@x", created: float = 1000.0, body: str = "b", *,
@@ -149,7 +150,7 @@ def test_unreadable_file_is_set_aside(tmp_path, caplog):
     (tmp_path / "0000000000001-000000.msg").write_text("{ truncated")
     assert [e.id for e in spool.entries()] == [good.id]
     assert (tmp_path / "0000000000001-000000.bad").exists()
-    assert caplog.messages == [
+    assert cvsmsg_log(caplog) == [
         f"spool file {tmp_path}/0000000000001-000000.msg is invalid (no header (or no empty "
         "line after it)): renamed to 0000000000001-000000.bad"]
 
