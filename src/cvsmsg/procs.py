@@ -35,6 +35,12 @@ def _read_stat(pid: int | str, proc: str) -> str:
         return fh.read()
 
 
+def _fields(data: str) -> list[str]:
+    """/proc/PID/stat after the command name (which may hold spaces and parentheses):
+    [0] is the state, [1] the parent pid, [19] the start time."""
+    return data[data.rfind(")") + 2 :].split()
+
+
 def proc_stat(pid: int, proc: str = PROC) -> tuple[str, int, str] | None:
     """(command name, parent pid, start time) of `pid` from /proc, or None."""
     try:
@@ -42,7 +48,7 @@ def proc_stat(pid: int, proc: str = PROC) -> tuple[str, int, str] | None:
     except (OSError, ValueError):
         return None
     name = data[data.find("(") + 1 : data.rfind(")")]
-    fields = data[data.rfind(")") + 2 :].split()
+    fields = _fields(data)
     try:
         return name, int(fields[1]), fields[19]
     except (IndexError, ValueError):
@@ -74,7 +80,7 @@ def ended(key: str, proc: str = PROC) -> bool:
         return True
     except (OSError, ValueError):
         return False
-    fields = data[data.rfind(")") + 2 :].split()
+    fields = _fields(data)
     return len(fields) > 19 and fields[19] != start
 
 
