@@ -357,7 +357,7 @@ def _loginfo_rules(
         raise ConfigError(f"{where}: 'loginfo' must be tables: [[loginfo]] with match and to")
     rules = []
     for number, table in enumerate(tables, 1):
-        here = f"{where}: [[loginfo]] number {number}"
+        here = _rule_place(where, number)
         unknown = sorted(set(table) - {"match", "to", "rooms"})
         if unknown:
             raise ConfigError(f"{here}: unknown setting '{unknown[0]}'"
@@ -372,6 +372,10 @@ def _loginfo_rules(
     return tuple(rules)
 
 
+def _rule_place(where: str, number: int) -> str:
+    return f"{where}: [[loginfo]] number {number}"
+
+
 def _check_regexes(data: Mapping[str, Any], where: str) -> None:
     """Compile each `[[loginfo]]` match once per change of the file (tomlcache calls this
     before it caches a parse), so a mistake is caught by any command, not just loginfo."""
@@ -384,7 +388,7 @@ def _check_regexes(data: Mapping[str, Any], where: str) -> None:
             try:
                 re.compile(match)
             except re.error as exc:
-                raise ConfigError(f"{where}: [[loginfo]] number {number}: 'match' {match!r} "
+                raise ConfigError(f"{_rule_place(where, number)}: 'match' {match!r} "
                                   f"is not a valid regex: {exc}") from None
 
 
