@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
-from cvsmsg import rostercache
+from cvsmsg import rostercache, servernotes
 from cvsmsg import slixmpp_compat as compat
 from cvsmsg.config import Config
 from cvsmsg.errors import (
@@ -155,6 +155,8 @@ class XmppSession:
         self.announced = False
         self.opened_at = 0.0  # loop time the login completed (for reconnect back-off)
         self._probed: set[str] = set()  # contacts sent a directed probe in this session
+        self._given_up: set[str] = set()  # silent contacts this session took as offline
+        self._probe_answered = False  # a probed contact answered before we announced
         # Called with the bare JID after each presence change we track (serve uses it to
         # deliver queued messages the moment their recipient becomes available).
         self.presence_listener: Callable[[str], None] | None = None
@@ -163,6 +165,8 @@ class XmppSession:
         self._roster_server = f"{addr[0]}:{addr[1]}" if addr else ""  # "": DNS SRV
         self.roster_cache = rostercache.cache_file(cfg.jid, self._roster_server, os.environ)
         self._cached_version = ""
+        self._notes = servernotes.notes_file(cfg.jid, self._roster_server, os.environ)
+        self._noted: bool | None = None  # the notes' word on probes, read on first need
         self.client = self._build_client()
 
     # -- construction -------------------------------------------------------------------
@@ -324,6 +328,8 @@ class XmppSession:
         else:
             return  # subscription management, handled elsewhere
         self._heard.add(bare)
+        if bare in self._probed and not self.announced:
+            self._probe_answered = True
         self._presence_event.set()
         if self.presence_listener is not None:
             self.presence_listener(bare)
@@ -434,11 +440,12 @@ class XmppSession:
     async def probe(self, jids: Iterable[str]) -> None:
         """Learn the presence of visible contacts not probed yet, without announcing.
 
-        Does nothing once announced (the server probed everyone for us). One round trip;
-        a server that ignores client probes (RFC 6121 only says it SHOULD process them)
-        would leave us guessing, so then fall back to the initial presence every server
-        answers with probes of its own. Only contacts on our own server tell: remote ones
-        answer over s2s, after the round trip, within `presence_grace`.
+        Does nothing once announced (the server probed everyone for us). One round trip.
+        A local contact's silence then means offline only on a server known to answer
+        client probes (RFC 6121 §4.3.2 lets it stay silent about an offline contact, and
+        only says it SHOULD process client probes at all): on one not known to, fall back
+        to the initial presence every server MUST answer with probes of its own (§4.2.2).
+        Remote contacts answer over s2s, after the round trip, within `presence_grace`.
         """
         if self.announced:
             await self._race(self._ping_server())
@@ -448,11 +455,37 @@ class XmppSession:
             self._probed.add(jid)
             self.client.send_presence(pto=jid, ptype="probe")
         await self._race(self._ping_server())
-        own = self.client.boundjid.domain
-        if any(j not in self._heard and j.partition("@")[2] == own for j in fresh):
+        if any(j not in self._heard and self._is_local(j) for j in fresh) and (
+            not self._answers_probes()
+        ):
             log.info("presence probes unanswered: announcing instead")
             self.announce()
             await self._race(self._ping_server())
+
+    def _is_local(self, jid: str) -> bool:
+        return jid.partition("@")[2] == self.client.boundjid.domain
+
+    def _answers_probes(self) -> bool:
+        """True when this server is known to answer our probes (this run, or an earlier one)."""
+        if self._probe_answered:
+            return True
+        if self._noted is None:
+            self._noted = self._notes is not None and servernotes.answers_probes(
+                self._notes, self.cfg.jid, self._roster_server)
+        return self._noted
+
+    def _save_notes(self) -> None:
+        if self._probe_answered and self._notes is not None and not self._noted:
+            if not servernotes.answers_probes(self._notes, self.cfg.jid, self._roster_server):
+                servernotes.note_answers_probes(self._notes, self.cfg.jid, self._roster_server)
+            self._noted = True
+
+    def _silence_is_offline(self, jid: str) -> bool:
+        """True when the server has been asked for this visible local contact's presence in
+        a way it answers for an available one: our probe (on a server known to answer
+        them), or its own probes after our initial presence."""
+        return self.can_see(jid) and self._is_local(jid) and (
+            self.announced or (jid in self._probed and self._answers_probes()))
 
     def announce(self) -> None:
         """Send initial presence: contacts see the bot online, stored requests arrive."""
@@ -478,11 +511,13 @@ class XmppSession:
         """Presence views for `jids`, waiting a bounded grace for any not heard from yet.
 
         Prosody delivers local contacts' presence (or an `unavailable` for offline ones)
-        before answering the round trip in `open`, but RFC 6121 §4.3 leaves probe answers
-        asynchronous: remote servers, and other servers' local handling, may answer later.
-        So a visible contact we have not heard from gets at most `presence_grace` seconds,
-        and so does one we asked to share presence in this session: a client that approves
-        at once makes the very first notification deliverable.
+        before answering the round trip in `open`; ejabberd answers for available contacts
+        only, and may route the answer after the round trip (RFC 6121 §4.3.2 allows both):
+        a silent local contact gets one more round trip, then counts as offline. A remote
+        contact we have not heard from gets at most `presence_grace` seconds, and so does
+        one we asked to share presence in this session (a client that approves at once
+        makes the very first notification deliverable). Each contact is waited for once
+        per session.
         """
         jids = list(jids)
         # Ask anyone whose presence we cannot see before waiting: if their client approves
@@ -495,8 +530,20 @@ class XmppSession:
         ):
             await self.probe(jids)  # e.g. queued messages' recipients, in probe mode
         pending = {
-            j for j in jids if (self.can_see(j) or j in self.asked) and j not in self._heard
+            j for j in jids if (self.can_see(j) or j in self.asked)
+            and j not in self._heard and j not in self._given_up
         }
+        local = {j for j in pending if self._silence_is_offline(j)}
+        if local:
+            # A server may route a local answer asynchronously (ejabberd: after our round
+            # trip's reply); one more round trip lets it land. Silent after that: offline.
+            self._set_phase(f"waiting for the presence of {', '.join(sorted(local))}")
+            await self._race(self._ping_server())
+            if local - self._heard:
+                log.info("no presence from %s: offline (the server answers for available "
+                         "contacts only)", ", ".join(sorted(local - self._heard)))
+            self._given_up |= local - self._heard
+            pending -= local
         if pending:
             self._set_phase(f"waiting for the presence of {', '.join(sorted(pending))}")
             loop = asyncio.get_running_loop()
@@ -512,6 +559,9 @@ class XmppSession:
             if pending - self._heard:
                 log.info("no presence from %s within %g s: treated as offline",
                          ", ".join(sorted(pending - self._heard)), self.cfg.presence_grace)
+            # in this session, waited for once: a later batch decides at once (a presence
+            # that comes later still counts)
+            self._given_up |= pending - self._heard
         return {j: self._view(j) for j in jids}
 
     def view(self, jid: str) -> PresenceView:
@@ -574,6 +624,7 @@ class XmppSession:
         client.cancel_connection_attempt()
         if self._started.done():
             self._save_roster_cache()
+            self._save_notes()
         if client.transport is None:
             return
         self._set_phase("closing the stream")

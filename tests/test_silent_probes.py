@@ -1,0 +1,108 @@
+"""A server that says nothing about offline contacts (ejabberd; RFC 6121 §4.3.2 allows it).
+
+Prosody answers a probe for a contact with no available resource with `unavailable`;
+ejabberd stays silent. Silence from a local contact must then mean offline at once, not a
+`presence_grace` wait on every run, and once the server is known to answer probes for
+available contacts, a run must not announce itself to find out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness.prosody import OTHER_DOMAIN, Prosody
+from tests.test_presence_noise import bot_presence
+
+
+@pytest.fixture(scope="module")
+def prosody(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prosody]:
+    """This file's server (the `bot` and `person` fixtures use it): Prosody with the
+    answers to probes for offline contacts left out, as ejabberd does."""
+    modules_dir = Path(__file__).parent / "harness" / "prosody_modules"
+    server = Prosody(
+        tmp_path_factory.mktemp("silent-prosody"),
+        extra_domains=(OTHER_DOMAIN,),
+        modules=(*Prosody.modules, "silent_offline_probes"),
+        extra_config=f'plugin_paths = {{ "{modules_dir}" }}\n',
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+def slow_grace(prosody: Prosody, bot, tmp_path: Path, grace: float = 60) -> Path:
+    """A config whose grace outlasts the run's budget: waiting it shows as "no time left"."""
+    return prosody.write_cvsmsg_config(tmp_path / "grace.toml", bot.jid, bot.password,
+                                       presence_grace=grace, timeout=5)
+
+
+def test_offline_contact_is_decided_at_once_and_quietly_once_known(
+        prosody, bot, person, tmp_path, announced):
+    config = slow_grace(prosody, bot, tmp_path)
+    alice = person(None)
+    watcher = person("")
+    # This user has never seen the server answer a probe: the run announces to find out
+    # (every server answers initial presence with probes of its own), then decides.
+    first = bot.run("-v", alice.jid, config=config)
+    assert first.returncode == 10, first.stderr
+    assert f"withheld from {alice.jid}: offline; queued" in first.stderr
+    assert "no time left" not in first.stderr
+    assert "presence probes unanswered: announcing instead" in first.stderr
+    # Online, she answers the probe: the message and the queued one reach her.
+    alice.online("")
+    second = bot.run("-v", alice.jid, config=config)
+    assert second.returncode == 0, second.stderr
+    assert "announcing instead" not in second.stderr
+    assert len(alice.settle()) == 2
+    # Offline again: now known to answer probes, this server's silence is her absence.
+    alice.offline()
+    before = len(bot_presence(watcher, bot.jid))
+    third = bot.run("-v", alice.jid, config=config)
+    assert third.returncode == 10, third.stderr
+    assert f"withheld from {alice.jid}: offline; queued" in third.stderr
+    assert "no time left" not in third.stderr
+    assert "announcing instead" not in third.stderr
+    assert bot_presence(watcher, bot.jid)[before:] == []  # nobody saw the bot
+
+
+def test_dnd_contact_is_still_withheld(prosody, bot, person, tmp_path, announced):
+    dave = person("dnd")
+    result = bot.run(dave.jid, config=slow_grace(prosody, bot, tmp_path))
+    assert result.returncode == 10, result.stderr
+    assert f"withheld from {dave.jid}: dnd" in result.stderr
+    assert dave.settle() == []
+
+
+def test_silent_remote_contact_is_waited_for_once_per_run(
+        prosody, bot, person, tmp_path, announced):
+    """Remote contacts answer over s2s, so silence is given `presence_grace`, but once:
+    the run's queued messages for the same contact do not wait for it again."""
+    config = slow_grace(prosody, bot, tmp_path, grace=1)
+    carol = person(None, domain=OTHER_DOMAIN)
+    first = bot.run(carol.jid, config=config)
+    assert first.returncode == 10, first.stderr
+    second = bot.run("-v", carol.jid, config=config)
+    assert second.returncode == 10, second.stderr
+    assert second.stderr.count(f"no presence from {carol.jid} within 1 s") == 1
+    # waiting again for the queued message's recipient ran into the run's deadline
+    assert "no time left" not in second.stderr, second.stderr
+    assert f"withheld from {carol.jid}: offline; queued" in second.stderr
+
+
+def test_the_server_notes_are_never_read_through_a_link_or_when_others_can_read_it(tmp_path):
+    from cvsmsg import servernotes
+
+    path = str(tmp_path / "cvsmsg" / "server-x.marshal")
+    assert not servernotes.answers_probes(path, "bot@example.org", "h:5222")  # none yet
+    servernotes.note_answers_probes(path, "bot@example.org", "h:5222")
+    assert servernotes.answers_probes(path, "bot@example.org", "h:5222")
+    assert not servernotes.answers_probes(path, "bot@example.org", "other:5222")
+    assert not servernotes.answers_probes(path, "other@example.org", "h:5222")
+    link = tmp_path / "cvsmsg" / "server-link.marshal"
+    link.symlink_to(path)
+    assert not servernotes.answers_probes(str(link), "bot@example.org", "h:5222")
+    Path(path).chmod(0o640)
+    assert not servernotes.answers_probes(path, "bot@example.org", "h:5222")
