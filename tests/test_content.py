@@ -31,11 +31,13 @@ def test_binary_input_is_refused(bot, person):
     assert alice.settle() == []
 
 
-def test_invalid_utf8_is_replaced_not_fatal(bot, person):
+def test_latin1_lines_are_read_as_latin1_not_fatal(bot, person):
     alice = person("")
-    result = bot.run(alice.jid, input=b"Log: caf\xe9 na\xefve\n")
+    text = "Log: café naïve “quoted”\nUTF-8: café\n".encode()
+    latin = "Log: café naïve “quoted”".encode("cp1252") + b"\nUTF-8: caf\xc3\xa9\n"
+    result = bot.run(alice.jid, input=latin)
     assert result.returncode == 0, result.stderr
-    assert [m.body for m in alice.settle()] == ["Log: caf\ufffd na\ufffdve"]
+    assert [m.body for m in alice.settle()] == [text.decode().rstrip("\n")]
 
 
 def test_xml_illegal_characters_are_removed(bot, person):

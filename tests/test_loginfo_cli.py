@@ -88,15 +88,16 @@ def test_committer_from_pserver_name(bot, person):
     assert [m.subject for m in alice.settle()] == ["CVS commit: proj by anoncvs"]
 
 
-def test_file_names_not_utf8_and_control_characters(bot, person):
+def test_file_names_and_log_in_latin1_and_control_characters(bot, person):
     alice = person("")
     name = os.fsdecode(b"caf\xe9.txt")  # Latin-1 on disk
-    text = TEXT.replace("it's", "bell\x07 it's")
+    text = TEXT.replace("it's", "bell\x07 it's").encode().replace(
+        b"\ta.txt", b"\tcaf\xe9.txt") + b"d\xe9j\xe0 vu\n"  # a Latin-1 line in the log
     result = loginfo(bot, "--to", alice.jid, "proj", name, "1.1", "1.2", input=text)
     assert result.returncode == 0, result.stderr
     [msg] = alice.settle()
-    assert "  caf\ufffd.txt 1.1 -> 1.2\n" in msg.body
-    assert msg.body.endswith("Log message:\nbell it's $HOME — ok")
+    assert "  café.txt 1.1 -> 1.2\n" in msg.body
+    assert msg.body.endswith("Log message:\nbell it's $HOME — ok\ndéjà vu")
 
 
 @pytest.mark.parametrize(

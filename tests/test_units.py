@@ -420,3 +420,12 @@ def test_config_paths_keep_dot_dot_as_the_kernel_resolves_it(tmp_path):
     cfg = load_config(str(config), env={})
     assert cfg.password == "right"
     assert cfg.password_source == f"password_file {tmp_path}/conf/link/../pw"
+
+
+def test_decode_reads_each_line_as_utf8_or_else_windows_1252():
+    from cvsmsg.message import decode
+
+    assert decode("naïve — ok\n".encode()) == "naïve — ok\n"
+    assert decode(b"caf\xe9\nna\xc3\xafve\n\x93q\x94") == "café\nnaïve\n“q”"
+    assert decode(b"\x81\xe9") == "\x81é"  # undefined in Windows-1252: Latin-1
+    assert decode(b"\xff" * 3) == "ÿÿÿ"

@@ -97,11 +97,11 @@ def loginfo(opts: Options, io: Io) -> ExitStatus:
         parse_loginfo,
         route,
     )
-    from cvsmsg.message import clean_text
+    from cvsmsg.message import clean_text, decode
 
-    # Arguments are bytes to CVS: a name that is not UTF-8 is shown with U+FFFD.
-    args = [os.fsencode(a).decode("utf-8", "replace") for a in opts["cvs_args"]]
-    text = raw.replace(b"\0", b"").decode("utf-8", "replace")
+    # Arguments are bytes to CVS, its log message too: Latin-1 is read as such (`decode`).
+    args = [decode(os.fsencode(a)) for a in opts["cvs_args"]]
+    text = decode(raw.replace(b"\0", b""))
     commit = parse_loginfo(args, text, io.environ.get("CVSROOT"))
     user = committer(io.environ)
     commits = _commit_parts(opts, io, commit, args, text, user)
@@ -223,9 +223,10 @@ def commitinfo(opts: Options, io: Io) -> ExitStatus:
                          "in CVSROOT/commitinfo")
     from cvsmsg.account import committer
     from cvsmsg.commits import commit_key, record_directory, relative_directory
+    from cvsmsg.message import decode
 
-    directory = relative_directory(
-        os.fsencode(opts["cvs_args"][0]).decode("utf-8", "replace"), io.environ)
+    # read as loginfo reads it, so the two name a directory alike
+    directory = relative_directory(decode(os.fsencode(opts["cvs_args"][0])), io.environ)
     spool, shared = _spool_location(opts, io)
     record_directory(spool, shared, commit_key(io.environ, committer(io.environ)),
                      directory)

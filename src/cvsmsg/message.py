@@ -36,15 +36,38 @@ class Part(Record):
     body: str
 
 
+def decode(raw: bytes) -> str:
+    """UTF-8, and where a line is not, Windows-1252 (Latin-1 where even that fails).
+
+    CVS has no notion of encodings: log messages and file names of its era are often
+    Latin-1, and one commit can mix them with UTF-8. Read line by line, "café" stays
+    "café" instead of "caf\ufffd"; no byte is ever fatal.
+    """
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    lines = []
+    for line in raw.split(b"\n"):
+        try:
+            lines.append(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            try:
+                lines.append(line.decode("cp1252"))
+            except UnicodeDecodeError:  # the five bytes Windows-1252 leaves undefined
+                lines.append(line.decode("latin-1"))
+    return "\n".join(lines)
+
+
 def clean_text(raw: bytes) -> str:
-    """Decode input leniently and drop what XML cannot carry.
+    """Decode input (`decode`) and drop what XML cannot carry.
 
     NUL bytes mean binary data (a misconfigured pipe, not a notification): refuse them
-    rather than send garbage. Invalid UTF-8 is replaced, never fatal.
+    rather than send garbage.
     """
     if b"\x00" in raw:
         raise UsageError("input is binary (it contains NUL bytes); nothing was sent")
-    text = raw.decode("utf-8", errors="replace").removeprefix("\ufeff")
+    text = decode(raw).removeprefix("\ufeff")
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text, removed = without_illegal(text)
     if removed:
