@@ -16,6 +16,8 @@ import pytest
 from tests.harness.prosody import OTHER_DOMAIN, Prosody
 from tests.test_presence_noise import bot_presence
 
+SLOW_DOMAIN = "slow.localhost"  # a host that never answers other domains' pings
+
 
 @pytest.fixture(scope="module")
 def prosody(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prosody]:
@@ -24,9 +26,10 @@ def prosody(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prosody]:
     modules_dir = Path(__file__).parent / "harness" / "prosody_modules"
     server = Prosody(
         tmp_path_factory.mktemp("silent-prosody"),
-        extra_domains=(OTHER_DOMAIN,),
-        modules=(*Prosody.modules, "silent_offline_probes"),
-        extra_config=f'plugin_paths = {{ "{modules_dir}" }}\n',
+        extra_domains=(OTHER_DOMAIN, SLOW_DOMAIN),
+        modules=(*Prosody.modules, "silent_offline_probes", "unanswered_pings"),
+        extra_config=(f'plugin_paths = {{ "{modules_dir}" }}\n'
+                      f'unanswered_pings_host = "{SLOW_DOMAIN}"\n'),
     )
     server.start()
     yield server
@@ -76,20 +79,41 @@ def test_dnd_contact_is_still_withheld(prosody, bot, person, tmp_path, announced
     assert dave.settle() == []
 
 
-def test_silent_remote_contact_is_waited_for_once_per_run(
+def test_silent_contact_on_another_server_is_decided_by_round_trips(
         prosody, bot, person, tmp_path, announced):
-    """Remote contacts answer over s2s, so silence is given `presence_grace`, but once:
-    the run's queued messages for the same contact do not wait for it again."""
-    config = slow_grace(prosody, bot, tmp_path, grace=1)
+    """Their server handles our probe before our ping (in order): once it has answered
+    two pings, silence is offline, with no need to wait out presence_grace."""
+    config = slow_grace(prosody, bot, tmp_path)
     carol = person(None, domain=OTHER_DOMAIN)
-    first = bot.run(carol.jid, config=config)
-    assert first.returncode == 10, first.stderr
-    second = bot.run("-v", carol.jid, config=config)
-    assert second.returncode == 10, second.stderr
-    assert second.stderr.count(f"no presence from {carol.jid} within 1 s") == 1
+    gone = bot.run("-v", carol.jid, config=config)
+    assert gone.returncode == 10, gone.stderr
+    assert f"withheld from {carol.jid}: offline; queued" in gone.stderr
+    assert "no time left" not in gone.stderr
+    assert f"no presence from {carol.jid}: offline (their server answered" in gone.stderr
+    # online, her answer comes first: the queued message and this one reach her
+    carol.online("")
+    back = bot.run(carol.jid, config=config)
+    assert back.returncode == 0, back.stderr
+    assert len(carol.settle()) == 2
+
+
+def test_a_contact_is_waited_for_once_per_run(prosody, bot, person, tmp_path, announced,
+                                              spool_dir):
+    """A contact whose server does not answer in time gets presence_grace, but once: the
+    run's queued message for them does not wait for them again."""
+    from cvsmsg.spool import Spool
+
+    config = slow_grace(prosody, bot, tmp_path, grace=1)
+    with config.open("a") as fh:
+        fh.write("coalesce_seconds = 0\n")  # the queued message is ready at once
+    dave = person(None, domain=SLOW_DOMAIN)
+    Spool(spool_dir).add(dave.jid, "CVS Watch Alarm", "proj queued.txt\n---\nBy bob")
+    result = bot.run("-v", dave.jid, config=config)
+    assert result.returncode == 10, result.stderr
+    assert result.stderr.count(f"no presence from {dave.jid} within 1 s") == 1
     # waiting again for the queued message's recipient ran into the run's deadline
-    assert "no time left" not in second.stderr, second.stderr
-    assert f"withheld from {carol.jid}: offline; queued" in second.stderr
+    assert "no time left" not in result.stderr, result.stderr
+    assert f"withheld from {dave.jid}: offline; queued" in result.stderr
 
 
 def test_the_server_notes_are_never_read_through_a_link_or_when_others_can_read_it(tmp_path):

@@ -129,6 +129,17 @@ def _os_reason(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
 
 
+def _domain(jid: str) -> str:
+    """The server a bare JID lives on (a domain JID is its own)."""
+    return jid.partition("@")[2] or jid
+
+
+def _answered(trips: asyncio.Future[bool]) -> bool:
+    """True once `XmppSession._round_trips` has had both its answers."""
+    return trips.done() and not trips.cancelled() and trips.exception() is None and (
+        trips.result())
+
+
 class XmppSession:
     """One authenticated stream of the bot's account.
 
@@ -463,7 +474,7 @@ class XmppSession:
             await self._race(self._ping_server())
 
     def _is_local(self, jid: str) -> bool:
-        return jid.partition("@")[2] == self.client.boundjid.domain
+        return _domain(jid) == self.client.boundjid.domain
 
     def _answers_probes(self) -> bool:
         """True when this server is known to answer our probes (this run, or an earlier one)."""
@@ -546,23 +557,64 @@ class XmppSession:
             pending -= local
         if pending:
             self._set_phase(f"waiting for the presence of {', '.join(sorted(pending))}")
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.cfg.presence_grace
-            while pending - self._heard and loop.time() < deadline:
-                self._presence_event.clear()
-                try:
-                    await asyncio.wait_for(
-                        self._race(self._presence_event.wait()), deadline - loop.time()
-                    )
-                except TimeoutError:
-                    break
-            if pending - self._heard:
+            answered = await self._wait_presence(pending)
+            if answered:
+                log.info("no presence from %s: offline (their server answered a later "
+                         "request first)", ", ".join(sorted(answered)))
+            late = pending - self._heard - answered
+            if late:
                 log.info("no presence from %s within %g s: treated as offline",
-                         ", ".join(sorted(pending - self._heard)), self.cfg.presence_grace)
+                         ", ".join(sorted(late)), self.cfg.presence_grace)
             # in this session, waited for once: a later batch decides at once (a presence
             # that comes later still counts)
             self._given_up |= pending - self._heard
         return {j: self._view(j) for j in jids}
+
+    async def _wait_presence(self, pending: set[str]) -> set[str]:
+        """Wait for `pending` contacts' presence, at most `presence_grace` seconds; return
+        the visible ones whose own server answered two round trips since their probe went
+        out without it. RFC 6120 §10.1: their server handles our probe before our ping
+        (in order, over the one s2s stream); one more round trip gives an answer it routes
+        asynchronously (ejabberd) time to land. Silent after that: offline, with no need
+        to wait out the grace. A contact asked to share presence needs a person: the grace."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.cfg.presence_grace
+        remote = {j for j in pending
+                  if self.can_see(j) and (self.announced or j in self._probed)}
+        trips = {d: asyncio.ensure_future(self._round_trips(d, deadline))
+                 for d in {_domain(j) for j in remote}}
+        answered: set[str] = set()
+        try:
+            while True:
+                answered |= {j for j in remote - self._heard if _answered(trips[_domain(j)])}
+                if not pending - self._heard - answered or loop.time() >= deadline:
+                    return answered - self._heard
+                self._presence_event.clear()
+                heard = asyncio.ensure_future(self._presence_event.wait())
+                waits = {heard, *(t for t in trips.values() if not t.done())}
+                try:
+                    await self._race(asyncio.wait(waits, timeout=deadline - loop.time(),
+                                                  return_when=asyncio.FIRST_COMPLETED))
+                finally:
+                    heard.cancel()
+        finally:
+            for trip in trips.values():
+                if trip.done() and not trip.cancelled():
+                    trip.exception()  # a failed round trip only ended the wait early
+                trip.cancel()
+
+    async def _round_trips(self, domain: str, deadline: float) -> bool:
+        """Two XEP-0199 round trips to `domain` (an error reply is one too) by `deadline`?"""
+        loop = asyncio.get_running_loop()
+        for _ in range(2):
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            try:
+                await compat.ping(self.client, domain, left)
+            except IqTimeout:
+                return False
+        return True
 
     def view(self, jid: str) -> PresenceView:
         """What we know of `jid`'s presence right now, without waiting."""
