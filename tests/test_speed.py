@@ -126,3 +126,23 @@ def test_the_roster_cache_is_never_read_through_a_link_or_when_others_can_read_i
     assert rostercache.load(link, "bot@example.org", "h:5222") is None
     path.chmod(0o640)
     assert rostercache.load(path, "bot@example.org", "h:5222") is None
+
+
+def test_a_cached_roster_is_checked_before_a_recipient_is_taken_as_invisible(
+        bot, person, prosody, tmp_path):
+    """Prosody's roster versions are counters that start again for a recreated account:
+    an old cache can carry the current version with other contents. Before a recipient is
+    taken as not visible on the cache's word, the whole roster is fetched once."""
+    alice = person("")
+    assert bot.run(alice.jid).returncode == 0
+    [cache] = roster_files(tmp_path)
+    server = f"127.0.0.1:{prosody.port}"
+    version, items = rostercache.load(cache, bot.jid, server)
+    items[alice.jid] = (True, False, True, "", [])  # as if she had not approved us yet
+    rostercache.save(cache, bot.jid, server, version, items)
+    result = bot.run(alice.jid)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == f"cvsmsg: delivered to {alice.jid}: available\n"
+    assert len(alice.settle()) == 2
+    # and the cache holds what the server said
+    assert rostercache.load(cache, bot.jid, server)[1][alice.jid][:3] == (True, True, False)

@@ -381,6 +381,12 @@ def preload_roster(client: ClientXMPP, version: str,
     roster.version = version
 
 
+def forget_roster_version(client: ClientXMPP) -> None:
+    """Ask for the whole roster on the next `get_roster()` (an empty `ver`, XEP-0237 §2.2);
+    the full answer replaces the items (see `drop_missing_on_full_roster`)."""
+    client.client_roster.version = ""
+
+
 def drop_missing_on_full_roster(client: ClientXMPP) -> None:
     """When the roster result carries the whole roster, forget contacts not in it (slixmpp
     only adds and updates from a result; a cached contact removed meanwhile would stay).

@@ -176,6 +176,7 @@ class XmppSession:
         self._roster_server = f"{addr[0]}:{addr[1]}" if addr else ""  # "": DNS SRV
         self.roster_cache = rostercache.cache_file(cfg.jid, self._roster_server, os.environ)
         self._cached_version = ""
+        self._roster_rechecked = False  # a cached roster was checked against the server
         self._notes = servernotes.notes_file(cfg.jid, self._roster_server, os.environ)
         self._noted: bool | None = None  # the notes' word on probes, read on first need
         self.client = self._build_client()
@@ -438,6 +439,21 @@ class XmppSession:
             self._cached_version = cached[0]
             compat.preload_roster(self.client, *cached)
 
+    async def _recheck_cached_roster(self, jids: list[str]) -> None:
+        """Fetch the whole roster once before taking a recipient as not visible on the word
+        of a cached roster the server called unchanged: XEP-0237 versions are opaque, and
+        Prosody's are counters that start again for a recreated account (or a server whose
+        data was reset), so an old cache can match a new version. Costs one round trip,
+        only when a recipient looks invisible, which is rare and slow anyway."""
+        version = compat.roster_version(self.client)
+        if (self._roster_rechecked or not self._cached_version
+                or version != self._cached_version or all(self.can_see(j) for j in jids)):
+            return
+        self._roster_rechecked = True
+        compat.forget_roster_version(self.client)
+        await self._race(self.client.get_roster(timeout=self.plan.step_timeout))
+        self._cached_version = ""  # whatever came back is written again at close
+
     def _save_roster_cache(self) -> None:
         """Keep the roster for the next run when the server gave it a new version."""
         version = compat.roster_version(self.client)
@@ -531,6 +547,7 @@ class XmppSession:
         per session.
         """
         jids = list(jids)
+        await self._recheck_cached_roster(jids)
         # Ask anyone whose presence we cannot see before waiting: if their client approves
         # at once, this very notification can still be gated and delivered.
         for jid in jids:
