@@ -8,6 +8,7 @@ available contacts, a run must not announce itself to find out.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -130,3 +131,43 @@ def test_the_server_notes_are_never_read_through_a_link_or_when_others_can_read_
     assert not servernotes.answers_probes(str(link), "bot@example.org", "h:5222")
     Path(path).chmod(0o640)
     assert not servernotes.answers_probes(path, "bot@example.org", "h:5222")
+
+
+def test_a_server_slow_to_close_its_stream_is_not_waited_for(loops, tmp_path_factory):
+    """Once what we sent is confirmed, the closing tag is waited for a few round trips
+    (RFC 6120 §4.4: "a reasonable amount of time"), not the close's whole bound: ejabberd
+    answers </stream:stream> only after ~0.1 s, every run."""
+    from tests.conftest import Bot, unique
+    from tests.harness.recipient import Person, befriend
+
+    modules_dir = Path(__file__).parent / "harness" / "prosody_modules"
+    server = Prosody(
+        tmp_path_factory.mktemp("lingering-prosody"),
+        modules=(*Prosody.modules, "close_linger"),
+        extra_config=f'plugin_paths = {{ "{modules_dir}" }}\nclose_linger = 1\n',
+    )
+    server.start()
+    try:
+        name, user = unique("bot"), unique("user")
+        bot_jid = server.register(name, "pw-" + name)
+        config = server.write_cvsmsg_config(tmp_path_factory.mktemp("c") / "c.toml", bot_jid,
+                                            "pw-" + name)
+        alice = Person(loops, server.register(user, "pw"), "pw", server.port, server.ca)
+        alice.online("")
+        befriend(loops, bot_jid, "pw-" + name, alice)
+        result = Bot(bot_jid, "pw-" + name, config, server).run(alice.jid)
+        assert result.returncode == 0, result.stderr
+        assert len(alice.settle()) == 1
+        def ours() -> list[str]:
+            return [x for x in server.log.read_text().splitlines()
+                    if "close_linger:" in x and f"{bot_jid}/cvsmsg-" in x]
+
+        deadline = time.monotonic() + 5
+        while not ours():  # the server's timer fires after 1 s
+            assert time.monotonic() < deadline, "the server never saw the connection end"
+            time.sleep(0.1)
+        [line] = ours()
+        assert line.endswith(" ended the connection first"), line
+        alice.offline()
+    finally:
+        server.stop()

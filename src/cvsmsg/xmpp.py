@@ -129,6 +129,11 @@ def _os_reason(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
 
 
+# Closing: how long to wait for the server's closing tag, in round trips to it, and at least.
+CLOSE_LINGER_ROUND_TRIPS = 4
+CLOSE_LINGER_MIN = 0.02
+
+
 def _domain(jid: str) -> str:
     """The server a bare JID lives on (a domain JID is its own)."""
     return jid.partition("@")[2] or jid
@@ -168,6 +173,7 @@ class XmppSession:
         self._probed: set[str] = set()  # contacts sent a directed probe in this session
         self._given_up: set[str] = set()  # silent contacts this session took as offline
         self._probe_answered = False  # a probed contact answered before we announced
+        self.round_trip: float | None = None  # the shortest ping round trip to our server
         # Called with the bare JID after each presence change we track (serve uses it to
         # deliver queued messages the moment their recipient becomes available).
         self.presence_listener: Callable[[str], None] | None = None
@@ -389,7 +395,11 @@ class XmppSession:
 
     async def _ping_server(self) -> None:
         """A round trip: RFC 6120 §10.1 in-order processing means all we sent before is done."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
         await compat.ping(self.client, self.client.boundjid.domain, self.plan.step_timeout)
+        took = loop.time() - start
+        self.round_trip = took if self.round_trip is None else min(self.round_trip, took)
 
     # -- public API ----------------------------------------------------------------------
 
@@ -687,7 +697,16 @@ class XmppSession:
         return self.cfg.max_stanza_bytes
 
     async def close(self, wait: float = 2.0) -> None:
-        """Close the stream cleanly; abort the socket if the server does not answer in `wait`."""
+        """Close the stream; end the connection when the server has closed its own, or after
+        a few of its round trips, at most `wait`.
+
+        RFC 6120 §4.4 asks the closing side to wait for the other's closing tag for "a
+        reasonable amount of time", so that it can finish sending: what we sent is
+        already confirmed (XEP-0198 or a round trip), so a few round trips are enough.
+        Prosody answers in about one; ejabberd always lingers ~100 ms before closing, a
+        tenth of a direct run's time."""
+        if self.round_trip is not None:
+            wait = min(wait, max(CLOSE_LINGER_MIN, CLOSE_LINGER_ROUND_TRIPS * self.round_trip))
         client = self.client
         self._closing = True
         client.cancel_connection_attempt()
