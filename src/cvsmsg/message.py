@@ -12,11 +12,10 @@ log = get_logger(__name__)
 # Characters XML 1.0 forbids (a single one makes the server kill our stream with
 # not-well-formed), plus U+FFFE/U+FFFF. Surrogates cannot survive UTF-8 decoding.
 XML_ILLEGAL = "".join(map(chr, (*range(9), 11, 12, *range(14, 32)))) + "\ufffe\uffff"
-_DELETE_ILLEGAL = dict.fromkeys(map(ord, XML_ILLEGAL))
-# Up to this many characters str.translate is cheaper than importing `re` (~4 ms with the
-# `enum` it needs, on every background hand-off); above it, one regex pass is (translate
-# looks every non-ASCII character up in a dict).
-_TRANSLATE_MAX = 65536
+# The same in UTF-8: a C0 control is one byte that no multi-byte sequence contains, and
+# U+FFFE/U+FFFF are these three-byte sequences (a lead byte EF never continues another).
+_ILLEGAL_BYTES = "".join(c for c in XML_ILLEGAL if c < " ").encode()
+_NONCHARACTERS = ("\ufffe".encode(), "\uffff".encode())
 # A header line's control characters (newlines included), for one_line and has_control.
 _CONTROLS = "".join(map(chr, range(32))) + "\x7f"
 _CONTROL_TO_SPACE = str.maketrans(_CONTROLS, " " * len(_CONTROLS))
@@ -78,13 +77,19 @@ def clean_text(raw: bytes) -> str:
 
 
 def without_illegal(text: str) -> tuple[str, int]:
-    """`text` without the characters XML cannot carry, and how many there were."""
-    if len(text) <= _TRANSLATE_MAX:
-        cleaned = text.translate(_DELETE_ILLEGAL)
-    else:
-        import re
+    """`text` without the characters XML cannot carry, and how many there were.
 
-        cleaned = re.sub(f"[{re.escape(XML_ILLEGAL)}]", "", text)
+    Done on the UTF-8 bytes: `bytes.translate` deletes at C speed whatever the text (a
+    `str.translate` looks each non-ASCII character up in a dict, and a regex needs `re`,
+    ~4 ms of imports a small message's hand-off does without); ~1 ms per MB."""
+    raw = text.encode("utf-8", "surrogatepass")  # a name from argv may carry surrogates
+    kept = raw.translate(None, _ILLEGAL_BYTES)
+    for sequence in _NONCHARACTERS:
+        if sequence in kept:
+            kept = kept.replace(sequence, b"")
+    if len(kept) == len(raw):
+        return text, 0
+    cleaned = kept.decode("utf-8", "surrogatepass")
     return cleaned, len(text) - len(cleaned)
 
 
