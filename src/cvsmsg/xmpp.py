@@ -173,7 +173,7 @@ class XmppSession:
         self._probed: set[str] = set()  # contacts sent a directed probe in this session
         self._given_up: set[str] = set()  # silent contacts this session took as offline
         self._probe_answered = False  # a probed contact answered before we announced
-        self.round_trip: float | None = None  # the shortest ping round trip to our server
+        self._round_trip: float | None = None  # the shortest ping round trip to our server
         # Called with the bare JID after each presence change we track (serve uses it to
         # deliver queued messages the moment their recipient becomes available).
         self.presence_listener: Callable[[str], None] | None = None
@@ -399,7 +399,7 @@ class XmppSession:
         start = loop.time()
         await compat.ping(self.client, self.client.boundjid.domain, self.plan.step_timeout)
         took = loop.time() - start
-        self.round_trip = took if self.round_trip is None else min(self.round_trip, took)
+        self._round_trip = took if self._round_trip is None else min(self._round_trip, took)
 
     # -- public API ----------------------------------------------------------------------
 
@@ -482,7 +482,7 @@ class XmppSession:
         client probes (RFC 6121 §4.3.2 lets it stay silent about an offline contact, and
         only says it SHOULD process client probes at all): on one not known to, fall back
         to the initial presence every server MUST answer with probes of its own (§4.2.2).
-        Remote contacts answer over s2s, after the round trip, within `presence_grace`.
+        Remote contacts answer over s2s, after the round trip: see `_wait_presence`.
         """
         if self.announced:
             await self._race(self._ping_server())
@@ -701,12 +701,12 @@ class XmppSession:
         a few of its round trips, at most `wait`.
 
         RFC 6120 §4.4 asks the closing side to wait for the other's closing tag for "a
-        reasonable amount of time", so that it can finish sending: what we sent is
-        already confirmed (XEP-0198 or a round trip), so a few round trips are enough.
-        Prosody answers in about one; ejabberd always lingers ~100 ms before closing, a
-        tenth of a direct run's time."""
-        if self.round_trip is not None:
-            wait = min(wait, max(CLOSE_LINGER_MIN, CLOSE_LINGER_ROUND_TRIPS * self.round_trip))
+        reasonable amount of time", so that it can finish sending. Nothing we need comes
+        then: what we sent is confirmed by now (XEP-0198 or a round trip) or queued. So a
+        few round trips are enough: Prosody answers in about one; ejabberd always lingers
+        ~100 ms, which was nearly half of a direct run there."""
+        if self._round_trip is not None:
+            wait = min(wait, max(CLOSE_LINGER_MIN, CLOSE_LINGER_ROUND_TRIPS * self._round_trip))
         client = self.client
         self._closing = True
         client.cancel_connection_attempt()
