@@ -504,25 +504,18 @@ class XmppSession:
 
     def _answers_probes(self) -> bool:
         """True when this server is known to answer our probes (this run, or an earlier one)."""
-        if self._probe_answered:
-            return True
-        if self._noted is None:
+        return self._probe_answered or self._notes_say_answers()
+
+    def _notes_say_answers(self) -> bool:
+        if self._noted is None:  # read once, and only when needed
             self._noted = self._notes is not None and servernotes.answers_probes(
                 self._notes, self.cfg.jid, self._roster_server)
         return self._noted
 
     def _save_notes(self) -> None:
-        if self._probe_answered and self._notes is not None and not self._noted:
-            if not servernotes.answers_probes(self._notes, self.cfg.jid, self._roster_server):
-                servernotes.note_answers_probes(self._notes, self.cfg.jid, self._roster_server)
+        if self._probe_answered and self._notes is not None and not self._notes_say_answers():
+            servernotes.note_answers_probes(self._notes, self.cfg.jid, self._roster_server)
             self._noted = True
-
-    def _silence_is_offline(self, jid: str) -> bool:
-        """True when the server has been asked for this visible local contact's presence in
-        a way it answers for an available one: our probe (on a server known to answer
-        them), or its own probes after our initial presence."""
-        return self.can_see(jid) and self._is_local(jid) and (
-            self.announced or (jid in self._probed and self._answers_probes()))
 
     def announce(self) -> None:
         """Send initial presence: contacts see the bot online, stored requests arrive."""
@@ -549,12 +542,12 @@ class XmppSession:
 
         Prosody delivers local contacts' presence (or an `unavailable` for offline ones)
         before answering the round trip in `open`; ejabberd answers for available contacts
-        only, and may route the answer after the round trip (RFC 6121 §4.3.2 allows both):
-        a silent local contact gets one more round trip, then counts as offline. A remote
-        contact we have not heard from gets at most `presence_grace` seconds, and so does
-        one we asked to share presence in this session (a client that approves at once
-        makes the very first notification deliverable). Each contact is waited for once
-        per session.
+        only, and may route the answer after the round trip, and a remote contact's answer
+        comes over s2s (RFC 6121 §4.3.2 allows all that): a visible contact still silent
+        is decided by round trips to their server (`_wait_presence`). Only a server slow to
+        answer, or someone we asked to share presence in this session (a client that
+        approves at once makes the very first notification deliverable), makes us wait,
+        at most `presence_grace` seconds. Each contact is waited for once per session.
         """
         jids = list(jids)
         await self._recheck_cached_roster(jids)
@@ -571,17 +564,6 @@ class XmppSession:
             j for j in jids if (self.can_see(j) or j in self.asked)
             and j not in self._heard and j not in self._given_up
         }
-        local = {j for j in pending if self._silence_is_offline(j)}
-        if local:
-            # A server may route a local answer asynchronously (ejabberd: after our round
-            # trip's reply); one more round trip lets it land. Silent after that: offline.
-            self._set_phase(f"waiting for the presence of {', '.join(sorted(local))}")
-            await self._race(self._ping_server())
-            if local - self._heard:
-                log.info("no presence from %s: offline (the server answers for available "
-                         "contacts only)", ", ".join(sorted(local - self._heard)))
-            self._given_up |= local - self._heard
-            pending -= local
         if pending:
             self._set_phase(f"waiting for the presence of {', '.join(sorted(pending))}")
             answered = await self._wait_presence(pending)
@@ -599,21 +581,24 @@ class XmppSession:
 
     async def _wait_presence(self, pending: set[str]) -> set[str]:
         """Wait for `pending` contacts' presence, at most `presence_grace` seconds; return
-        the visible ones whose own server answered two round trips since their probe went
-        out without it. RFC 6120 §10.1: their server handles our probe before our ping
-        (in order, over the one s2s stream); one more round trip gives an answer it routes
-        asynchronously (ejabberd) time to land. Silent after that: offline, with no need
-        to wait out the grace. A contact asked to share presence needs a person: the grace."""
+        the visible ones whose own server (ours, for a local contact) answered two round
+        trips since their probe went out without it. RFC 6120 §10.1: their server handles
+        our probe before our ping (in order, over our stream and the one s2s stream); one
+        more round trip gives an answer it routes asynchronously (ejabberd) time to land.
+        Silent after that: offline, with no need to wait out the grace. A contact asked to
+        share presence needs a person: the grace."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.cfg.presence_grace
-        remote = {j for j in pending
-                  if self.can_see(j) and (self.announced or j in self._probed)}
+        # asked by our probe, or by the server's own probes once we announced (a server
+        # not known to answer probes made `probe` announce)
+        visible = {j for j in pending
+                   if self.can_see(j) and (self.announced or j in self._probed)}
         trips = {d: asyncio.ensure_future(self._round_trips(d, deadline))
-                 for d in {_domain(j) for j in remote}}
+                 for d in {_domain(j) for j in visible}}
         answered: set[str] = set()
         try:
             while True:
-                answered |= {j for j in remote - self._heard if _answered(trips[_domain(j)])}
+                answered |= {j for j in visible - self._heard if _answered(trips[_domain(j)])}
                 if not pending - self._heard - answered or loop.time() >= deadline:
                     return answered - self._heard
                 self._presence_event.clear()
