@@ -107,6 +107,38 @@ class Bot:
         )
 
 
+# Test-only Prosody modules (plugin_paths) that make it behave like other servers.
+TEST_MODULES = Path(__file__).parent / "harness" / "prosody_modules"
+
+
+@contextlib.contextmanager
+def own_server(
+    tmp_path_factory: pytest.TempPathFactory, loops: LoopThread, modules: tuple[str, ...],
+    extra_config: str = "",
+) -> Iterator[tuple[Prosody, Bot, Person]]:
+    """A test's own Prosody with `modules` (from TEST_MODULES) added, its bot, and alice:
+    online, and a mutual contact of the bot."""
+    server = Prosody(
+        tmp_path_factory.mktemp("own-prosody"),
+        modules=(*Prosody.modules, *modules),
+        extra_config=f'plugin_paths = {{ "{TEST_MODULES}" }}\n{extra_config}',
+    )
+    server.start()
+    try:
+        name, user = unique("bot"), unique("user")
+        password = "pw-" + name
+        jid = server.register(name, password)
+        config = server.write_cvsmsg_config(tmp_path_factory.mktemp("c") / "c.toml", jid,
+                                            password)
+        alice = Person(loops, server.register(user, "pw"), "pw", server.port, server.ca)
+        alice.online("")
+        befriend(loops, jid, password, alice)
+        yield server, Bot(jid, password, config, server), alice
+        alice.offline()
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def bot(prosody: Prosody, tmp_path: Path) -> Bot:
     name = unique("bot")

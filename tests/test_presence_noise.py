@@ -67,34 +67,13 @@ def test_fresh_spool_announces_once_then_stays_quiet(bot, person):
 
 def test_server_ignoring_client_probes_falls_back_to_announcing(loops, tmp_path_factory,
                                                                 announced):
-    from pathlib import Path
+    from tests.conftest import own_server
 
-    from tests.conftest import Bot, unique
-    from tests.harness.prosody import Prosody
-    from tests.harness.recipient import Person, befriend
-
-    modules_dir = Path(__file__).parent / "harness" / "prosody_modules"
-    server = Prosody(
-        tmp_path_factory.mktemp("no-probe-prosody"),
-        modules=(*Prosody.modules, "drop_client_probes"),
-        extra_config=f'plugin_paths = {{ "{modules_dir}" }}\n',
-    )
-    server.start()
-    try:
-        name, user = unique("bot"), unique("user")
-        bot_jid = server.register(name, "pw-" + name)
-        config = server.write_cvsmsg_config(tmp_path_factory.mktemp("c") / "c.toml", bot_jid,
-                                            "pw-" + name)
-        alice = Person(loops, server.register(user, "pw"), "pw", server.port, server.ca)
-        alice.online("")
-        befriend(loops, bot_jid, "pw-" + name, alice)
-        result = Bot(bot_jid, "pw-" + name, config, server).run("-v", alice.jid)
+    with own_server(tmp_path_factory, loops, ("drop_client_probes",)) as (_server, bot, alice):
+        result = bot.run("-v", alice.jid)
         assert result.returncode == 0, result.stderr
         assert "presence probes unanswered: announcing instead" in result.stderr
         assert len(alice.settle()) == 1
-        alice.offline()
-    finally:
-        server.stop()
 
 
 def test_queued_recipients_are_probed_not_waited_for(bot, person, prosody, tmp_path,

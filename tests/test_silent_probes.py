@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import TEST_MODULES, own_server
 from tests.harness.prosody import OTHER_DOMAIN, Prosody
 from tests.test_presence_noise import bot_presence
 
@@ -24,12 +25,11 @@ SLOW_DOMAIN = "slow.localhost"  # a host that never answers other domains' pings
 def prosody(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prosody]:
     """This file's server (the `bot` and `person` fixtures use it): Prosody with the
     answers to probes for offline contacts left out, as ejabberd does."""
-    modules_dir = Path(__file__).parent / "harness" / "prosody_modules"
     server = Prosody(
         tmp_path_factory.mktemp("silent-prosody"),
         extra_domains=(OTHER_DOMAIN, SLOW_DOMAIN),
         modules=(*Prosody.modules, "silent_offline_probes", "unanswered_pings"),
-        extra_config=(f'plugin_paths = {{ "{modules_dir}" }}\n'
+        extra_config=(f'plugin_paths = {{ "{TEST_MODULES}" }}\n'
                       f'unanswered_pings_host = "{SLOW_DOMAIN}"\n'),
     )
     server.start()
@@ -137,30 +137,15 @@ def test_a_server_slow_to_close_its_stream_is_not_waited_for(loops, tmp_path_fac
     """Once what we sent is confirmed, the closing tag is waited for a few round trips
     (RFC 6120 §4.4: "a reasonable amount of time"), not the close's whole bound: ejabberd
     answers </stream:stream> only after ~0.1 s, every run."""
-    from tests.conftest import Bot, unique
-    from tests.harness.recipient import Person, befriend
-
-    modules_dir = Path(__file__).parent / "harness" / "prosody_modules"
-    server = Prosody(
-        tmp_path_factory.mktemp("lingering-prosody"),
-        modules=(*Prosody.modules, "close_linger"),
-        extra_config=f'plugin_paths = {{ "{modules_dir}" }}\nclose_linger = 1\n',
-    )
-    server.start()
-    try:
-        name, user = unique("bot"), unique("user")
-        bot_jid = server.register(name, "pw-" + name)
-        config = server.write_cvsmsg_config(tmp_path_factory.mktemp("c") / "c.toml", bot_jid,
-                                            "pw-" + name)
-        alice = Person(loops, server.register(user, "pw"), "pw", server.port, server.ca)
-        alice.online("")
-        befriend(loops, bot_jid, "pw-" + name, alice)
-        result = Bot(bot_jid, "pw-" + name, config, server).run(alice.jid)
+    with own_server(tmp_path_factory, loops, ("close_linger",), "close_linger = 1\n") as (
+            server, bot, alice):
+        result = bot.run(alice.jid)
         assert result.returncode == 0, result.stderr
         assert len(alice.settle()) == 1
+
         def ours() -> list[str]:
             return [x for x in server.log.read_text().splitlines()
-                    if "close_linger:" in x and f"{bot_jid}/cvsmsg-" in x]
+                    if "close_linger:" in x and f"{bot.jid}/cvsmsg-" in x]
 
         deadline = time.monotonic() + 5
         while not ours():  # the server's timer fires after 1 s
@@ -168,6 +153,3 @@ def test_a_server_slow_to_close_its_stream_is_not_waited_for(loops, tmp_path_fac
             time.sleep(0.1)
         [line] = ours()
         assert line.endswith(" ended the connection first"), line
-        alice.offline()
-    finally:
-        server.stop()

@@ -86,6 +86,18 @@ def config_cache_dir(env: Mapping[str, str]) -> str | None:
     return os.path.join(base, ".cache", APP)
 
 
+def account_cache_file(kind: str, jid: str, server: str, env: Mapping[str, str]) -> str | None:
+    """This user's `kind` cache (roster, server notes) for the bot `jid` on `server`, named
+    by a digest of the two (a JID is no file name); None without a usable home."""
+    base = config_cache_dir(env)
+    if base is None:
+        return None
+    import hashlib  # not on the hand-off's path
+
+    digest = hashlib.sha256(f"{jid}\0{server}".encode()).hexdigest()[:32]
+    return os.path.join(base, f"{kind}-{digest}.marshal")
+
+
 def user_spool_dir(env: Mapping[str, str]) -> str:
     """The per-user fallback spool: $XDG_STATE_HOME/cvsmsg/spool (~/.local/state/…)."""
     return os.path.join(state_home(env), APP, "spool")

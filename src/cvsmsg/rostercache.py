@@ -10,11 +10,9 @@ writer), one file per bot JID and server. Any problem with it means: fetch the w
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Mapping
 
-from cvsmsg.paths import config_cache_dir
+from cvsmsg.paths import account_cache_file
 from cvsmsg.tomlcache import _read_cache, _write_cache
 
 CACHE_VERSION = 1
@@ -24,11 +22,7 @@ Item = tuple[bool, bool, bool, str, list[str]]
 
 def cache_file(jid: str, server: str, env: Mapping[str, str]) -> str | None:
     """Where this user keeps the roster of `jid` on `server`; None without a home."""
-    base = config_cache_dir(env)
-    if base is None:
-        return None
-    digest = hashlib.sha256(f"{jid}\0{server}".encode()).hexdigest()[:32]
-    return os.path.join(base, f"roster-{digest}.marshal")
+    return account_cache_file("roster", jid, server, env)
 
 
 def _identity(jid: str, server: str) -> tuple[int | str, ...]:

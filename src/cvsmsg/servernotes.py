@@ -11,11 +11,9 @@ and written the same way (never through a link; any problem means: not known).
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Mapping
 
-from cvsmsg.paths import config_cache_dir
+from cvsmsg.paths import account_cache_file
 from cvsmsg.tomlcache import _read_cache, _write_cache
 
 NOTES_VERSION = 1
@@ -23,11 +21,7 @@ NOTES_VERSION = 1
 
 def notes_file(jid: str, server: str, env: Mapping[str, str]) -> str | None:
     """Where this user keeps notes on `server` as seen by `jid`; None without a home."""
-    base = config_cache_dir(env)
-    if base is None:
-        return None
-    digest = hashlib.sha256(f"{jid}\0{server}".encode()).hexdigest()[:32]
-    return os.path.join(base, f"server-{digest}.marshal")
+    return account_cache_file("server", jid, server, env)
 
 
 def _identity(jid: str, server: str) -> tuple[int | str, ...]:
